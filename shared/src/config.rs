@@ -1,0 +1,62 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{EngineInfo, Error, PasswordPolicy};
+
+/// How a function connects to its target, from the environment.
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    /// `CONNECT_TIMEOUT_SECONDS`, default 5: how long one login attempt may take.
+    pub timeout: Duration,
+    /// The PEM certificates of `CA_BUNDLE_PATH`, trusted beside the public roots; read once.
+    pub ca_bundle: Option<Arc<[u8]>>,
+}
+
+/// Everything a function reads from its environment, once per process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub policy: PasswordPolicy,
+    pub connect: ConnectSettings,
+}
+
+impl Settings {
+    pub fn from_env(engine: &EngineInfo) -> Result<Self, Error> {
+        Self::from_lookup(&|name| std::env::var(name).ok(), engine)
+    }
+
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>, engine: &EngineInfo) -> Result<Self, Error> {
+        let timeout = match lookup("CONNECT_TIMEOUT_SECONDS") {
+            None => Duration::from_secs(5),
+            Some(text) => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 300.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| Error::Config {
+                    variable: "CONNECT_TIMEOUT_SECONDS",
+                    problem: "must be a number of seconds greater than 0 and at most 300".into(),
+                })?,
+        };
+        let ca_bundle = match lookup("CA_BUNDLE_PATH").filter(|p| !p.is_empty()) {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(&path).map_err(|e| Error::Config {
+                    variable: "CA_BUNDLE_PATH",
+                    problem: format!("names {path}, which cannot be read: {e}"),
+                })?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(Error::Config {
+                        variable: "CA_BUNDLE_PATH",
+                        problem: format!("names {path}, which holds no PEM certificate"),
+                    });
+                }
+                Some(Arc::from(pem))
+            }
+        };
+        Ok(Settings {
+            policy: PasswordPolicy::from_lookup(lookup, engine.default_excluded_characters)?,
+            connect: ConnectSettings { timeout, ca_bundle },
+        })
+    }
+}

@@ -1,0 +1,124 @@
+/// Everything that can stop a rotation step.
+///
+/// Messages name the secret, the version, the step, the field or the host: never a
+/// password, a key or a `RotationToken`. [`Error::is_retryable`] says whether running
+/// the rotation again can succeed without anyone changing anything; Secrets Manager
+/// retries either way, but operators alert on the difference.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid rotation event: {0}")]
+    InvalidEvent(String),
+
+    #[error("unknown rotation step `{0}`: expected createSecret, setSecret, testSecret or finishSecret")]
+    UnknownStep(String),
+
+    #[error("invalid configuration: environment variable {variable} {problem}")]
+    Config { variable: &'static str, problem: String },
+
+    #[error("rotation is not enabled for secret {secret}")]
+    RotationDisabled { secret: String },
+
+    #[error("secret {secret} has no version {token}: the ClientRequestToken is not a version of this secret")]
+    UnknownVersion { secret: String, token: String },
+
+    #[error("version {token} of secret {secret} is not staged AWSPENDING (its stages: {stages})")]
+    NotPending { secret: String, token: String, stages: String },
+
+    #[error("secret {secret} has no value staged {stage}")]
+    MissingValue { secret: String, stage: String },
+
+    #[error("the {stage} value of secret {secret} is invalid: {problem}")]
+    InvalidSecret { secret: String, stage: String, problem: SecretProblem },
+
+    #[error("Secrets Manager {operation} on secret {secret} failed: {detail}")]
+    SecretsManager { operation: &'static str, secret: String, detail: String, retryable: bool },
+
+    #[error(
+        "the AWSPENDING secret names {pending} but the AWSCURRENT secret names {current}: \
+         single-user rotation changes the password of one user on one host"
+    )]
+    UserMismatch { current: String, pending: String },
+
+    #[error("cannot reach {host}:{port}: {detail}")]
+    Unreachable { host: String, port: u16, detail: String },
+
+    #[error("TLS with {host}:{port} failed (no plain-text fallback is attempted): {detail}")]
+    Tls { host: String, port: u16, detail: String },
+
+    #[error("neither the AWSCURRENT nor the AWSPREVIOUS password of user {user} logs in to {host}:{port}")]
+    NoWorkingCredentials { user: String, host: String, port: u16 },
+
+    #[error("the AWSPENDING password of user {user} is rejected by {host}:{port}: setSecret has not run or did not take effect")]
+    PendingRejected { user: String, host: String, port: u16 },
+
+    #[error("the AWSCURRENT password of user {user} still logs in to {host}:{port}: the password was not changed")]
+    OldPasswordStillAccepted { user: String, host: String, port: u16 },
+
+    #[error("{action} on {host}:{port} failed: {detail}")]
+    Target { action: &'static str, host: String, port: u16, detail: String, retryable: bool },
+}
+
+/// What is wrong with a secret's value. Field names only, never field values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretProblem {
+    #[error("it is not valid JSON ({0})")]
+    NotJson(String),
+    #[error("it is a JSON {0}, not an object")]
+    NotAnObject(&'static str),
+    #[error("it is stored as binary (SecretBinary); a JSON SecretString is required")]
+    Binary,
+    #[error("required field `{0}` is missing")]
+    MissingField(&'static str),
+    #[error("field `{field}` must be {expected}")]
+    InvalidField { field: &'static str, expected: &'static str },
+    #[error("field `engine` is `{found}`, but this function rotates {expected}")]
+    WrongEngine { found: String, expected: String },
+}
+
+impl Error {
+    /// Whether the same rotation can succeed later without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::SecretsManager { retryable, .. } | Error::Target { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// A stable name for the kind of failure, used as the Lambda `errorType`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidEvent(_) => "InvalidEvent",
+            Error::UnknownStep(_) => "UnknownStep",
+            Error::Config { .. } => "InvalidConfiguration",
+            Error::RotationDisabled { .. } => "RotationDisabled",
+            Error::UnknownVersion { .. } => "UnknownVersion",
+            Error::NotPending { .. } => "VersionNotPending",
+            Error::MissingValue { .. } => "MissingSecretValue",
+            Error::InvalidSecret { .. } => "InvalidSecret",
+            Error::SecretsManager { .. } => "SecretsManager",
+            Error::UserMismatch { .. } => "UserMismatch",
+            Error::Unreachable { .. } => "TargetUnreachable",
+            Error::Tls { .. } => "Tls",
+            Error::NoWorkingCredentials { .. } => "NoWorkingCredentials",
+            Error::PendingRejected { .. } => "PendingPasswordRejected",
+            Error::OldPasswordStillAccepted { .. } => "OldPasswordStillAccepted",
+            Error::Target { .. } => "TargetCommand",
+        }
+    }
+
+    /// The Lambda `errorType`: `Retryable.<Kind>` or `Permanent.<Kind>`.
+    pub fn error_type(&self) -> String {
+        let class = if self.is_retryable() { "Retryable" } else { "Permanent" };
+        format!("{class}.{}", self.kind())
+    }
+}
+
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(error: Error) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type(),
+            error_message: error.to_string(),
+        }
+    }
+}

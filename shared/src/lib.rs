@@ -1,0 +1,41 @@
+//! The Secrets Manager rotation engine shared by every rotation function.
+//!
+//! Secrets Manager rotates a secret by invoking a Lambda function four times
+//! (`createSecret`, `setSecret`, `testSecret`, `finishSecret`). The steps, the guard
+//! that runs before each of them, the secret format and the password policy live here
+//! once; a function crate only implements [`Target`] for its service and calls [`run`].
+
+mod config;
+mod error;
+mod event;
+mod lambda;
+mod policy;
+mod secret;
+mod steps;
+mod store;
+mod target;
+mod tls;
+
+pub use config::{ConnectSettings, Settings};
+pub use error::{Error, SecretProblem};
+pub use event::{RotationEvent, Step};
+pub use lambda::run;
+pub use policy::PasswordPolicy;
+pub use secret::DatabaseSecret;
+pub use steps::Rotator;
+pub use store::{SecretStore, SecretsManager, SecretVersions};
+pub use target::{EngineInfo, Login, Target};
+pub use tls::TlsMode;
+
+/// Re-exported so that function crates and tests name one `SecretString` type.
+pub use secrecy::{ExposeSecret, SecretString};
+
+/// Staging labels Secrets Manager attaches to versions.
+pub mod stage {
+    pub const CURRENT: &str = "AWSCURRENT";
+    pub const PENDING: &str = "AWSPENDING";
+    pub const PREVIOUS: &str = "AWSPREVIOUS";
+}
+
+#[cfg(test)]
+mod testing;

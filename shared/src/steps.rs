@@ -1,0 +1,246 @@
+use std::time::Instant;
+
+use secrecy::{ExposeSecret, SecretString};
+use tracing::{Instrument, error, info, info_span};
+
+use crate::{
+    DatabaseSecret, Error, Login, RotationEvent, SecretStore, SecretVersions, Settings, Step, Target, stage,
+};
+
+/// The four rotation steps, written once for every target.
+pub struct Rotator<S, T> {
+    store: S,
+    target: T,
+    settings: Settings,
+}
+
+/// What the guard found before a step.
+enum Guard {
+    /// The token is already `AWSCURRENT`: the rotation is complete.
+    AlreadyCurrent(SecretVersions),
+    /// The token is `AWSPENDING`: the step has work to do.
+    Pending,
+}
+
+impl<S: SecretStore, T: Target> Rotator<S, T> {
+    pub fn new(store: S, target: T, settings: Settings) -> Self {
+        Rotator { store, target, settings }
+    }
+
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+
+    /// Runs the step an event asks for, with one log span around it.
+    pub async fn handle(&self, event: serde_json::Value) -> Result<(), Error> {
+        let started = Instant::now();
+        let event = match RotationEvent::from_json(event) {
+            Ok(event) => event,
+            Err(e) => {
+                error!(error = %e, error_type = %e.error_type(), "rejected the rotation event");
+                return Err(e);
+            }
+        };
+        let span = info_span!(
+            "rotation_step",
+            secret_id = %event.secret_id,
+            token = %event.token,
+            step = %event.step,
+            engine = T::ENGINE.label,
+        );
+        async {
+            let result = self.run_step(&event).await;
+            let duration_ms = started.elapsed().as_millis() as u64;
+            match &result {
+                Ok(()) => info!(duration_ms, outcome = "success", "step finished"),
+                Err(e) => error!(
+                    duration_ms,
+                    outcome = "failure",
+                    error_type = %e.error_type(),
+                    error = %e,
+                    "step failed"
+                ),
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The guard, then the step.
+    pub async fn run_step(&self, event: &RotationEvent) -> Result<(), Error> {
+        match self.guard(event).await? {
+            Guard::AlreadyCurrent(versions) => {
+                if event.step == Step::Finish {
+                    self.remove_leftover_pending(event, &versions).await?;
+                }
+                info!("the token is already AWSCURRENT: nothing to do");
+                Ok(())
+            }
+            Guard::Pending => match event.step {
+                Step::Create => self.create_secret(event).await,
+                Step::Set => self.set_secret(event).await,
+                Step::Test => self.test_secret(event).await,
+                Step::Finish => self.finish_secret(event).await,
+            },
+        }
+    }
+
+    /// The checks AWS's templates make before every step.
+    async fn guard(&self, event: &RotationEvent) -> Result<Guard, Error> {
+        let versions = self.store.describe(&event.secret_id).await?;
+        if !versions.rotation_enabled {
+            return Err(Error::RotationDisabled { secret: event.secret_id.clone() });
+        }
+        let Some(labels) = versions.stages.get(&event.token) else {
+            return Err(Error::UnknownVersion { secret: event.secret_id.clone(), token: event.token.clone() });
+        };
+        if versions.has_stage(&event.token, stage::CURRENT) {
+            return Ok(Guard::AlreadyCurrent(versions));
+        }
+        if !versions.has_stage(&event.token, stage::PENDING) {
+            let stages = if labels.is_empty() { "none".to_owned() } else { labels.join(", ") };
+            return Err(Error::NotPending { secret: event.secret_id.clone(), token: event.token.clone(), stages });
+        }
+        Ok(Guard::Pending)
+    }
+
+    /// Stores a new version, staged `AWSPENDING`, with a new password and every other field
+    /// of the current version.
+    async fn create_secret(&self, event: &RotationEvent) -> Result<(), Error> {
+        let current = self.load(event, stage::CURRENT).await?;
+        if self.store.get_value(&event.secret_id, Some(&event.token), stage::PENDING).await?.is_some() {
+            info!("a pending value for this token exists already");
+            return Ok(());
+        }
+        let password = self.store.random_password(&self.settings.policy).await?;
+        let pending = current.with_password(&password);
+        self.store.put_pending(&event.secret_id, &event.token, &pending, event.rotation_token.as_ref()).await?;
+        info!("stored the pending version");
+        Ok(())
+    }
+
+    /// Changes the password on the target to the pending one.
+    async fn set_secret(&self, event: &RotationEvent) -> Result<(), Error> {
+        let pending = self.load(event, stage::PENDING).await?;
+        if let Login::Accepted(connection) = self.target.connect(&pending).await? {
+            self.target.close(connection).await;
+            info!("the pending password logs in already");
+            return Ok(());
+        }
+        let current = self.load(event, stage::CURRENT).await?;
+        if !pending.same_account(&current) {
+            return Err(Error::UserMismatch { current: current.account(), pending: pending.account() });
+        }
+        let mut connection = self.login_as_current_or_previous(event, &current).await?;
+        let result = self.target.set_password(&mut connection, &pending, &pending.password).await;
+        self.target.close(connection).await;
+        result?;
+        info!(user = %pending.username, host = %pending.host, "set the pending password");
+        Ok(())
+    }
+
+    /// Logs in as `AWSCURRENT`, or as `AWSPREVIOUS` when the target rejects the current
+    /// password (an earlier rotation changed it but did not finish).
+    async fn login_as_current_or_previous(
+        &self,
+        event: &RotationEvent,
+        current: &DatabaseSecret,
+    ) -> Result<T::Connection, Error> {
+        if let Login::Accepted(connection) = self.target.connect(current).await? {
+            return Ok(connection);
+        }
+        info!("the AWSCURRENT password is rejected; trying AWSPREVIOUS");
+        let no_working_credentials = || Error::NoWorkingCredentials {
+            user: current.username.clone(),
+            host: current.host.clone(),
+            port: current.port,
+        };
+        let Some(previous) = self.load_optional(event, stage::PREVIOUS).await? else {
+            return Err(no_working_credentials());
+        };
+        if !previous.same_account(current) {
+            return Err(no_working_credentials());
+        }
+        match self.target.connect(&previous).await? {
+            Login::Accepted(connection) => Ok(connection),
+            Login::Rejected => Err(no_working_credentials()),
+        }
+    }
+
+    /// Logs in with the pending password, runs the target's check, and confirms the old
+    /// password no longer works, so a rotation that changed nothing cannot pass.
+    async fn test_secret(&self, event: &RotationEvent) -> Result<(), Error> {
+        let pending = self.load(event, stage::PENDING).await?;
+        let mut connection = match self.target.connect(&pending).await? {
+            Login::Accepted(connection) => connection,
+            Login::Rejected => {
+                return Err(Error::PendingRejected {
+                    user: pending.username.clone(),
+                    host: pending.host.clone(),
+                    port: pending.port,
+                });
+            }
+        };
+        let checked = self.target.check(&mut connection, &pending).await;
+        self.target.close(connection).await;
+        checked?;
+
+        let current = self.load(event, stage::CURRENT).await?;
+        if current.same_account(&pending) && current.password.expose_secret() != pending.password.expose_secret() {
+            if let Login::Accepted(connection) = self.target.connect(&current).await? {
+                self.target.close(connection).await;
+                return Err(Error::OldPasswordStillAccepted {
+                    user: current.username.clone(),
+                    host: current.host.clone(),
+                    port: current.port,
+                });
+            }
+        }
+        info!("the pending password works and the old one is rejected");
+        Ok(())
+    }
+
+    /// Makes the token `AWSCURRENT` and takes `AWSPENDING` off it.
+    async fn finish_secret(&self, event: &RotationEvent) -> Result<(), Error> {
+        let versions = self.store.describe(&event.secret_id).await?;
+        let current_version = versions.version_with(stage::CURRENT).map(str::to_owned);
+        if current_version.as_deref() != Some(event.token.as_str()) {
+            self.store
+                .move_stage(&event.secret_id, stage::CURRENT, Some(&event.token), current_version.as_deref())
+                .await?;
+            info!(previous_version = current_version.as_deref().unwrap_or("none"), "moved AWSCURRENT to the token");
+        }
+        self.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await?;
+        Ok(())
+    }
+
+    /// Secrets Manager removes `AWSPENDING` itself after a rotation, emulators do not, and a
+    /// label left on a finished version blocks the next rotation.
+    async fn remove_leftover_pending(&self, event: &RotationEvent, versions: &SecretVersions) -> Result<(), Error> {
+        if versions.has_stage(&event.token, stage::PENDING) {
+            self.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await?;
+            info!("removed AWSPENDING from the current version");
+        }
+        Ok(())
+    }
+
+    async fn load(&self, event: &RotationEvent, label: &str) -> Result<DatabaseSecret, Error> {
+        self.load_optional(event, label).await?.ok_or_else(|| Error::MissingValue {
+            secret: event.secret_id.clone(),
+            stage: if label == stage::PENDING { format!("{label} for version {}", event.token) } else { label.to_owned() },
+        })
+    }
+
+    async fn load_optional(&self, event: &RotationEvent, label: &str) -> Result<Option<DatabaseSecret>, Error> {
+        let version = (label == stage::PENDING).then_some(event.token.as_str());
+        let Some(text): Option<SecretString> = self.store.get_value(&event.secret_id, version, label).await? else {
+            return Ok(None);
+        };
+        DatabaseSecret::parse(&text, &T::ENGINE).map(Some).map_err(|problem| Error::InvalidSecret {
+            secret: event.secret_id.clone(),
+            stage: label.to_owned(),
+            problem,
+        })
+    }
+}

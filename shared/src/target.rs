@@ -1,0 +1,52 @@
+use std::future::Future;
+
+use secrecy::SecretString;
+
+use crate::{ConnectSettings, DatabaseSecret, Error};
+
+/// What an engine is called and what its secrets default to.
+#[derive(Debug)]
+pub struct EngineInfo {
+    /// For people: "PostgreSQL".
+    pub label: &'static str,
+    /// Accepted values of the secret's `engine` field.
+    pub engines: &'static [&'static str],
+    pub default_port: u16,
+    pub default_dbname: Option<&'static str>,
+    /// `EXCLUDE_CHARACTERS` when the variable is not set, as in AWS's template for this engine.
+    pub default_excluded_characters: &'static str,
+}
+
+/// The answer to a login attempt. A server that answered "wrong password" gives
+/// [`Login::Rejected`]; a server that could not be reached, a TLS failure or a timeout is
+/// an [`Error`], never a rejection, so it never makes the engine try the next credential.
+pub enum Login<C> {
+    Accepted(C),
+    Rejected,
+}
+
+/// A service whose credentials a function rotates. Implemented once per function crate.
+pub trait Target: Send + Sync + Sized + 'static {
+    type Connection: Send;
+
+    const ENGINE: EngineInfo;
+
+    fn new(settings: ConnectSettings) -> Self;
+
+    /// Logs in with the secret's credentials.
+    fn connect(&self, secret: &DatabaseSecret) -> impl Future<Output = Result<Login<Self::Connection>, Error>> + Send;
+
+    /// Sets the password of `username`, over a connection opened by [`Target::connect`].
+    fn set_password(
+        &self,
+        connection: &mut Self::Connection,
+        secret: &DatabaseSecret,
+        new_password: &SecretString,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Runs a query that proves the connection is usable as the secret's user.
+    fn check(&self, connection: &mut Self::Connection, secret: &DatabaseSecret) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Ends the session politely; failures are of no interest.
+    fn close(&self, connection: Self::Connection) -> impl Future<Output = ()> + Send;
+}

@@ -48,7 +48,9 @@ pub enum Error {
     #[error("neither the AWSCURRENT nor the AWSPREVIOUS password of user {user} logs in to {host}:{port}")]
     NoWorkingCredentials { user: String, host: String, port: u16 },
 
-    #[error("the AWSPENDING password of user {user} is rejected by {host}:{port}: setSecret has not run or did not take effect")]
+    #[error(
+        "the AWSPENDING password of user {user} is rejected by {host}:{port}: setSecret has not run or did not take effect"
+    )]
     PendingRejected { user: String, host: String, port: u16 },
 
     #[error("the AWSCURRENT password of user {user} still logs in to {host}:{port}: the password was not changed")]
@@ -116,9 +118,6 @@ impl Error {
 
 impl From<Error> for lambda_runtime::Diagnostic {
     fn from(error: Error) -> Self {
-        lambda_runtime::Diagnostic {
-            error_type: error.error_type(),
-            error_message: error.to_string(),
-        }
+        lambda_runtime::Diagnostic { error_type: error.error_type(), error_message: error.to_string() }
     }
 }

@@ -23,7 +23,7 @@ pub use lambda::run;
 pub use policy::PasswordPolicy;
 pub use secret::DatabaseSecret;
 pub use steps::Rotator;
-pub use store::{SecretStore, SecretsManager, SecretVersions};
+pub use store::{SecretStore, SecretVersions, SecretsManager};
 pub use target::{EngineInfo, Login, Target};
 pub use tls::TlsMode;
 

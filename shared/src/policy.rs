@@ -34,7 +34,8 @@ impl PasswordPolicy {
             exclude_lowercase: flag(lookup, "EXCLUDE_LOWERCASE", false)?,
             require_each_included_type: flag(lookup, "REQUIRE_EACH_INCLUDED_TYPE", true)?,
         };
-        if policy.exclude_numbers && policy.exclude_punctuation && policy.exclude_uppercase && policy.exclude_lowercase {
+        if policy.exclude_numbers && policy.exclude_punctuation && policy.exclude_uppercase && policy.exclude_lowercase
+        {
             return Err(Error::Config {
                 variable: "EXCLUDE_NUMBERS",
                 problem: "and EXCLUDE_PUNCTUATION, EXCLUDE_UPPERCASE, EXCLUDE_LOWERCASE exclude every character".into(),
@@ -107,7 +108,10 @@ mod tests {
     #[test]
     fn rejects_values_it_cannot_read_naming_the_variable() {
         let err = policy(&[("PASSWORD_LENGTH", "long")]).unwrap_err();
-        assert_eq!(err.to_string(), "invalid configuration: environment variable PASSWORD_LENGTH must be a whole number from 1 to 4096");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: environment variable PASSWORD_LENGTH must be a whole number from 1 to 4096"
+        );
         assert!(policy(&[("PASSWORD_LENGTH", "0")]).is_err());
         assert!(policy(&[("PASSWORD_LENGTH", "4097")]).is_err());
         let err = policy(&[("EXCLUDE_NUMBERS", "ture")]).unwrap_err();
@@ -116,7 +120,12 @@ mod tests {
 
     #[test]
     fn rejects_a_policy_that_excludes_everything() {
-        let all = [("EXCLUDE_NUMBERS", "1"), ("EXCLUDE_PUNCTUATION", "1"), ("EXCLUDE_UPPERCASE", "1"), ("EXCLUDE_LOWERCASE", "1")];
+        let all = [
+            ("EXCLUDE_NUMBERS", "1"),
+            ("EXCLUDE_PUNCTUATION", "1"),
+            ("EXCLUDE_UPPERCASE", "1"),
+            ("EXCLUDE_LOWERCASE", "1"),
+        ];
         assert!(policy(&all).is_err());
     }
 }

@@ -106,7 +106,9 @@ fn required_string(fields: &Map<String, Value>, field: &'static str) -> Result<S
 fn optional_string(fields: &Map<String, Value>, field: &'static str) -> Result<Option<String>, SecretProblem> {
     match fields.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Err(SecretProblem::InvalidField { field, expected: "a non-empty string" }),
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(SecretProblem::InvalidField { field, expected: "a non-empty string" })
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(SecretProblem::InvalidField { field, expected: "a string" }),
     }
@@ -114,7 +116,8 @@ fn optional_string(fields: &Map<String, Value>, field: &'static str) -> Result<O
 
 /// RDS writes the port as a number, many hand-written secrets as a string: accept both.
 fn port_number(value: &Value) -> Result<u16, SecretProblem> {
-    let invalid = SecretProblem::InvalidField { field: "port", expected: "a port number from 1 to 65535 (number or string)" };
+    let invalid =
+        SecretProblem::InvalidField { field: "port", expected: "a port number from 1 to 65535 (number or string)" };
     let port = match value {
         Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
         Value::String(s) => s.trim().parse::<u16>().ok(),
@@ -191,7 +194,10 @@ mod tests {
         assert!(parse(value.clone()).is_ok());
         value["engine"] = json!("mysql");
         let err = parse(value).unwrap_err();
-        assert_eq!(err.to_string(), "field `engine` is `mysql`, but this function rotates postgres or aurora-postgresql");
+        assert_eq!(
+            err.to_string(),
+            "field `engine` is `mysql`, but this function rotates postgres or aurora-postgresql"
+        );
     }
 
     #[test]
@@ -209,7 +215,8 @@ mod tests {
         value["dbInstanceIdentifier"] = json!("prod-db");
         value["nested"] = json!({"a": [1, 2, {"b": null}]});
         let secret = parse(value.clone()).unwrap();
-        let next: Value = serde_json::from_str(secret.with_password(&SecretString::from("pw-2")).expose_secret()).unwrap();
+        let next: Value =
+            serde_json::from_str(secret.with_password(&SecretString::from("pw-2")).expose_secret()).unwrap();
         value["password"] = json!("pw-2");
         assert_eq!(next, value);
         let keys: Vec<_> = next.as_object().unwrap().keys().cloned().collect();

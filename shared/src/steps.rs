@@ -3,9 +3,7 @@ use std::time::Instant;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{Instrument, error, info, info_span};
 
-use crate::{
-    DatabaseSecret, Error, Login, RotationEvent, SecretStore, SecretVersions, Settings, Step, Target, stage,
-};
+use crate::{DatabaseSecret, Error, Login, RotationEvent, SecretStore, SecretVersions, Settings, Step, Target, stage};
 
 /// The four rotation steps, written once for every target.
 pub struct Rotator<S, T> {
@@ -187,15 +185,17 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         checked?;
 
         let current = self.load(event, stage::CURRENT).await?;
-        if current.same_account(&pending) && current.password.expose_secret() != pending.password.expose_secret() {
-            if let Login::Accepted(connection) = self.target.connect(&current).await? {
-                self.target.close(connection).await;
-                return Err(Error::OldPasswordStillAccepted {
-                    user: current.username.clone(),
-                    host: current.host.clone(),
-                    port: current.port,
-                });
-            }
+        let password_changed = current.password.expose_secret() != pending.password.expose_secret();
+        if current.same_account(&pending)
+            && password_changed
+            && let Login::Accepted(connection) = self.target.connect(&current).await?
+        {
+            self.target.close(connection).await;
+            return Err(Error::OldPasswordStillAccepted {
+                user: current.username.clone(),
+                host: current.host.clone(),
+                port: current.port,
+            });
         }
         info!("the pending password works and the old one is rejected");
         Ok(())
@@ -228,7 +228,11 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
     async fn load(&self, event: &RotationEvent, label: &str) -> Result<DatabaseSecret, Error> {
         self.load_optional(event, label).await?.ok_or_else(|| Error::MissingValue {
             secret: event.secret_id.clone(),
-            stage: if label == stage::PENDING { format!("{label} for version {}", event.token) } else { label.to_owned() },
+            stage: if label == stage::PENDING {
+                format!("{label} for version {}", event.token)
+            } else {
+                label.to_owned()
+            },
         })
     }
 

@@ -126,7 +126,12 @@ impl SecretStore for SecretsManager {
         })
     }
 
-    async fn get_value(&self, secret_id: &str, version_id: Option<&str>, label: &str) -> Result<Option<SecretString>, Error> {
+    async fn get_value(
+        &self,
+        secret_id: &str,
+        version_id: Option<&str>,
+        label: &str,
+    ) -> Result<Option<SecretString>, Error> {
         let result = self
             .client
             .get_secret_value()

@@ -45,7 +45,11 @@ pub trait Target: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Runs a query that proves the connection is usable as the secret's user.
-    fn check(&self, connection: &mut Self::Connection, secret: &DatabaseSecret) -> impl Future<Output = Result<(), Error>> + Send;
+    fn check(
+        &self,
+        connection: &mut Self::Connection,
+        secret: &DatabaseSecret,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Ends the session politely; failures are of no interest.
     fn close(&self, connection: Self::Connection) -> impl Future<Output = ()> + Send;

@@ -1,1 +1,327 @@
+//! Helpers for the end-to-end tests and the demo: they play Secrets Manager's part
+//! (start a rotation on LocalStack, invoke the four steps through the Lambda runtime
+//! API of `cargo lambda watch`) and check the result on a real database.
+//!
+//! `cargo xtask test` starts the services and passes their addresses in `ROTATION_TEST_*`
+//! variables. Without them a test fails at once, saying how to run it.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
+use sqlx::{ConnectOptions, Connection};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Where the services of a test run are. Every field is required.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    /// LocalStack's endpoint, e.g. `http://127.0.0.1:45123`.
+    pub aws_endpoint: String,
+    /// The Lambda runtime API of `cargo lambda watch`, e.g. `http://127.0.0.1:45124`.
+    pub lambda_url: String,
+    /// A function registered on LocalStack, named as the rotation function of test secrets.
+    pub lambda_arn: String,
+    pub pg_port: u16,
+    pub pg_admin_user: String,
+    pub pg_admin_password: String,
+    /// The PEM of the test CA that signed the PostgreSQL server's certificate (for `localhost` only).
+    pub ca_path: String,
+    /// The PostgreSQL server's log file (it logs every statement and every rejected connection).
+    pub pg_log: String,
+}
+
+impl TestEnv {
+    pub fn from_env() -> Self {
+        fn var(name: &str) -> String {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: these tests need LocalStack, PostgreSQL and cargo lambda; run them with `cargo xtask test`")
+            })
+        }
+        TestEnv {
+            aws_endpoint: var("ROTATION_TEST_AWS_ENDPOINT"),
+            lambda_url: var("ROTATION_TEST_LAMBDA_URL"),
+            lambda_arn: var("ROTATION_TEST_LAMBDA_ARN"),
+            pg_port: var("ROTATION_TEST_PG_PORT").parse().expect("ROTATION_TEST_PG_PORT is a port"),
+            pg_admin_user: var("ROTATION_TEST_PG_ADMIN_USER"),
+            pg_admin_password: var("ROTATION_TEST_PG_ADMIN_PASSWORD"),
+            ca_path: var("ROTATION_TEST_CA_PATH"),
+            pg_log: var("ROTATION_TEST_PG_LOG"),
+        }
+    }
+
+    /// The variables a child process needs to find these services.
+    pub fn to_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ROTATION_TEST_AWS_ENDPOINT", self.aws_endpoint.clone()),
+            ("ROTATION_TEST_LAMBDA_URL", self.lambda_url.clone()),
+            ("ROTATION_TEST_LAMBDA_ARN", self.lambda_arn.clone()),
+            ("ROTATION_TEST_PG_PORT", self.pg_port.to_string()),
+            ("ROTATION_TEST_PG_ADMIN_USER", self.pg_admin_user.clone()),
+            ("ROTATION_TEST_PG_ADMIN_PASSWORD", self.pg_admin_password.clone()),
+            ("ROTATION_TEST_CA_PATH", self.ca_path.clone()),
+            ("ROTATION_TEST_PG_LOG", self.pg_log.clone()),
+        ]
+    }
+
+    /// A Secrets Manager client for LocalStack.
+    pub fn secrets_client(&self) -> Client {
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "localstack"))
+            .endpoint_url(&self.aws_endpoint)
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// Connection options for the test PostgreSQL server over verified TLS.
+    pub fn pg_options(&self, host: &str, port: u16, user: &str, password: &str) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host(host)
+            .port(port)
+            .username(user)
+            .password(password)
+            .database("postgres")
+            .ssl_mode(PgSslMode::VerifyFull)
+            .ssl_root_cert(self.ca_path.as_str())
+            .log_statements(log::LevelFilter::Off)
+    }
+
+    pub async fn pg_admin(&self) -> PgConnection {
+        self.pg_options("localhost", self.pg_port, &self.pg_admin_user, &self.pg_admin_password)
+            .connect()
+            .await
+            .expect("the test PostgreSQL server accepts its admin user")
+    }
+
+    /// Whether `user` logs in with `password` over verified TLS. Panics when the server
+    /// gives any answer but "accepted" or "password rejected".
+    pub async fn pg_logs_in(&self, user: &str, password: &str) -> bool {
+        match self.pg_options("localhost", self.pg_port, user, password).connect().await {
+            Ok(connection) => {
+                connection.close().await.ok();
+                true
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("28P01") => false,
+            Err(e) => panic!("login of {user} neither accepted nor rejected: {e}"),
+        }
+    }
+
+    /// Creates a login role with `password`, replacing one of the same name.
+    pub async fn create_role(&self, name: &str, password: &str) {
+        let mut admin = self.pg_admin().await;
+        let quoted = quote_ident(name);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP ROLE IF EXISTS {quoted}; CREATE ROLE {quoted} LOGIN PASSWORD {}",
+            quote_literal(password)
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("create test role");
+        admin.close().await.ok();
+    }
+
+    /// Sets a role's password behind the function's back (to stage half-finished rotations).
+    pub async fn set_role_password(&self, name: &str, password: &str) {
+        let mut admin = self.pg_admin().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER ROLE {} PASSWORD {}",
+            quote_ident(name),
+            quote_literal(password)
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("set test role password");
+        admin.close().await.ok();
+    }
+
+    /// The server log as it is now.
+    pub fn pg_log_text(&self) -> String {
+        std::fs::read_to_string(&self.pg_log).expect("read the PostgreSQL log")
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// A unique name for a test's role or secret.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+/// A function's error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionError {
+    pub error_type: String,
+    pub message: String,
+}
+
+/// Invokes a function through the Lambda runtime API of `cargo lambda watch`, as Secrets
+/// Manager would, with any JSON event.
+pub async fn invoke_raw(env: &TestEnv, function: &str, event: &serde_json::Value) -> Result<(), FunctionError> {
+    let url = format!("{}/2015-03-31/functions/{function}/invocations", env.lambda_url);
+    let (function, event) = (function.to_owned(), event.clone());
+    // The HTTP client blocks; keep it off the runtime that serves the test's own tasks.
+    tokio::task::spawn_blocking(move || post_invocation(&url, &function, &event)).await.expect("invocation thread")
+}
+
+fn post_invocation(url: &str, function: &str, event: &serde_json::Value) -> Result<(), FunctionError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(180)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.post(url).send_json(event).unwrap_or_else(|e| panic!("invoke {function} at {url}: {e}"));
+    let status = response.status();
+    let body: serde_json::Value =
+        response.body_mut().read_json().unwrap_or_else(|e| panic!("{function} answered {status} with no JSON: {e}"));
+    if status.is_success() && body.get("errorType").is_none() {
+        return Ok(());
+    }
+    Err(FunctionError {
+        error_type: body["errorType"].as_str().unwrap_or_default().to_owned(),
+        message: body["errorMessage"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+/// Invokes one rotation step.
+pub async fn invoke_step(
+    env: &TestEnv,
+    function: &str,
+    step: &str,
+    secret_id: &str,
+    token: &str,
+) -> Result<(), FunctionError> {
+    let event = serde_json::json!({ "Step": step, "SecretId": secret_id, "ClientRequestToken": token });
+    invoke_raw(env, function, &event).await
+}
+
+pub const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+/// Invokes the four steps in order, stopping at the first failure.
+pub async fn rotate(
+    env: &TestEnv,
+    function: &str,
+    secret_id: &str,
+    token: &str,
+) -> Result<(), (String, FunctionError)> {
+    for step in STEPS {
+        invoke_step(env, function, step, secret_id, token).await.map_err(|e| (step.to_owned(), e))?;
+    }
+    Ok(())
+}
+
+/// Creates a secret and returns its ARN.
+pub async fn create_secret(client: &Client, name: &str, value: &serde_json::Value) -> String {
+    client
+        .create_secret()
+        .name(name)
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .expect("CreateSecret on LocalStack")
+        .arn
+        .expect("CreateSecret returns an ARN")
+}
+
+/// Starts a rotation as Secrets Manager does before `createSecret`: the returned token is a
+/// version with no value, staged `AWSPENDING`.
+pub async fn start_rotation(env: &TestEnv, client: &Client, secret_id: &str) -> String {
+    let token = uuid::Uuid::new_v4().to_string();
+    client
+        .rotate_secret()
+        .secret_id(secret_id)
+        .client_request_token(&token)
+        .rotation_lambda_arn(&env.lambda_arn)
+        .rotation_rules(
+            aws_sdk_secretsmanager::types::RotationRulesType::builder().automatically_after_days(30).build(),
+        )
+        .send()
+        .await
+        .expect("RotateSecret on LocalStack");
+    token
+}
+
+/// Version id -> staging labels, sorted.
+pub async fn stages(client: &Client, secret_id: &str) -> BTreeMap<String, Vec<String>> {
+    let out = client.describe_secret().secret_id(secret_id).send().await.expect("DescribeSecret");
+    out.version_ids_to_stages()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(version, mut labels)| {
+            labels.sort();
+            (version, labels)
+        })
+        .collect()
+}
+
+/// The version that holds `label`.
+pub async fn version_with(client: &Client, secret_id: &str, label: &str) -> Option<String> {
+    stages(client, secret_id).await.into_iter().find(|(_, labels)| labels.iter().any(|l| l == label)).map(|(v, _)| v)
+}
+
+/// The JSON value of the version with `label` (and `version`, when given).
+pub async fn secret_value(client: &Client, secret_id: &str, version: Option<&str>, label: &str) -> serde_json::Value {
+    let out = client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .set_version_id(version.map(str::to_owned))
+        .version_stage(label)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetSecretValue {label}: {e:?}"));
+    serde_json::from_str(out.secret_string().expect("a SecretString")).expect("secret is JSON")
+}
+
+/// A TCP proxy on a fixed loopback port that can be cut and restored, to make a target
+/// unreachable in the middle of a rotation.
+pub struct Proxy {
+    pub port: u16,
+    upstream: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        Proxy { port, upstream, task: Some(tokio::spawn(serve(listener, upstream))) }
+    }
+
+    /// Closes the port and every connection through it: connections are refused.
+    pub async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens on the same port again.
+    pub async fn restore(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.expect("rebind proxy port");
+        self.task = Some(tokio::spawn(serve(listener, self.upstream)));
+    }
+}
+
+async fn serve(listener: TcpListener, upstream: SocketAddr) {
+    // Connections live in this set, so aborting the accept loop drops them all.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else { continue };
+        connections.spawn(async move {
+            if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}

@@ -1,1 +1,73 @@
-fn main() {}
+//! `cargo xtask <command>`: the developer commands of this repository.
+//!
+//! - `demo`: installs what is missing, starts LocalStack and PostgreSQL, rotates a real
+//!   password through the Lambda binary and shows what happened.
+//! - `test`: starts the services, runs every test (unit and end to end), stops the services.
+//! - `services`: starts the services and waits, printing the variables the tests read.
+
+mod certs;
+mod demo;
+mod services;
+mod tools;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::Result;
+
+use services::Services;
+use tools::progress;
+
+const USAGE: &str = "usage: cargo xtask <demo | test [-- <cargo test arguments>] | services>";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo::run().await,
+        Some("test") => test(&args[1..]),
+        Some("services") => services(),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(extra: &[String]) -> Result<ExitCode> {
+    let services = Services::start()?;
+    progress("running cargo test --workspace");
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args(["test", "--workspace"])
+        .args(extra.iter().skip_while(|a| *a == "--"))
+        .current_dir(services::workspace_root());
+    command.envs(services.env.to_vars());
+    let status = command.status()?;
+    let dir = services.dir.clone();
+    drop(services);
+    if !status.success() {
+        // The logs of a failed run are kept for a look.
+        progress(&format!("tests failed; the services' logs are in {}", dir.display()));
+        return Ok(ExitCode::FAILURE);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn services() -> Result<ExitCode> {
+    let services = Services::start()?;
+    for (name, value) in services.env.to_vars() {
+        println!("export {name}={value}");
+    }
+    progress("services are up; press Enter to stop them");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(ExitCode::SUCCESS)
+}

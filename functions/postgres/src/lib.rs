@@ -53,7 +53,9 @@ impl Target for Postgres {
             sqlx::Error::Database(db) if db.code().is_some_and(|code| LOGIN_REJECTED.contains(&code.as_ref())) => {
                 Ok(Login::Rejected)
             }
-            sqlx::Error::Tls(e) => Err(Error::Tls { host: secret.host.clone(), port: secret.port, detail: e.to_string() }),
+            sqlx::Error::Tls(e) => {
+                Err(Error::Tls { host: secret.host.clone(), port: secret.port, detail: e.to_string() })
+            }
             sqlx::Error::Io(e) => {
                 Err(Error::Unreachable { host: secret.host.clone(), port: secret.port, detail: e.to_string() })
             }
@@ -137,7 +139,9 @@ fn target_error(action: &'static str, secret: &DatabaseSecret, error: &sqlx::Err
     // Class 08 (connection), 53 (resources) and 57 (operator intervention, e.g. shutdown)
     // are conditions of the moment.
     let retryable = match error {
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| ["08", "53", "57"].iter().any(|class| c.starts_with(class))),
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| ["08", "53", "57"].iter().any(|class| c.starts_with(class)))
+        }
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
         _ => false,
     };

@@ -1,0 +1,1 @@
+//! In-memory doubles for unit tests.

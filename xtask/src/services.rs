@@ -1,0 +1,304 @@
+//! The local services of a test run or a demo: LocalStack, a private PostgreSQL cluster
+//! with TLS and SCRAM authentication, and `cargo lambda watch` serving the functions.
+//! Each listens on a free loopback port, keeps its data in one temporary directory, and
+//! is stopped when its guard is dropped.
+
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use e2e::TestEnv;
+
+use crate::tools::{self, progress};
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if ready()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{what} was not ready after {timeout:?}")
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+/// A child process in its own process group, ended with its children on drop.
+struct Process {
+    child: Child,
+    name: &'static str,
+}
+
+impl Process {
+    fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Result<Self> {
+        let log_file = std::fs::File::create(log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Process { child, name })
+    }
+
+    fn exited(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited early ({status})", self.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything a test run or the demo needs, up and running.
+pub struct Services {
+    pub env: TestEnv,
+    pub dir: PathBuf,
+    // Dropped in reverse order of start: the functions first, the database last.
+    _lambda: Process,
+    _localstack: Process,
+    _postgres: Postgres,
+}
+
+impl Services {
+    pub fn start() -> Result<Self> {
+        let localstack_python = tools::ensure_localstack()?;
+        let cargo_lambda_bin = tools::ensure_cargo_lambda()?;
+        let postgres_bin = tools::ensure_postgres()?;
+
+        let dir = std::env::temp_dir().join(format!("rotation-services-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        progress(&format!("services keep their data and logs in {}", dir.display()));
+
+        let certs = crate::certs::write_test_certificates(&dir)?;
+        let postgres = Postgres::start(&postgres_bin, &dir, &certs)?;
+        let (localstack, aws_endpoint) = start_localstack(&localstack_python, &dir)?;
+        let lambda_arn = register_placeholder_function(&aws_endpoint)?;
+
+        let functions_port = free_port()?;
+        let lambda_url = format!("http://127.0.0.1:{functions_port}");
+        let lambda = start_functions(&cargo_lambda_bin, &dir, functions_port, &aws_endpoint, &certs.ca)?;
+
+        let env = TestEnv {
+            aws_endpoint,
+            lambda_url,
+            lambda_arn,
+            pg_port: postgres.port,
+            pg_admin_user: "rotation_admin".into(),
+            pg_admin_password: postgres.admin_password.clone(),
+            ca_path: certs.ca.display().to_string(),
+            pg_log: postgres.log.display().to_string(),
+        };
+        Ok(Services { env, dir, _lambda: lambda, _localstack: localstack, _postgres: postgres })
+    }
+}
+
+fn start_localstack(python: &Path, dir: &Path) -> Result<(Process, String)> {
+    let port = free_port()?;
+    progress(&format!("starting LocalStack on 127.0.0.1:{port}"));
+    let data = dir.join("localstack");
+    std::fs::create_dir_all(&data)?;
+    let address = format!("127.0.0.1:{port}");
+    let process = Process::spawn(
+        "LocalStack",
+        Command::new(python)
+            .args(["-m", "localstack.runtime.main"])
+            .current_dir(&data)
+            .env("GATEWAY_LISTEN", &address)
+            .env("LOCALSTACK_HOST", &address)
+            .env("DISABLE_EVENTS", "1")
+            .env("SKIP_SSL_CERT_DOWNLOAD", "1")
+            .env("DNS_ADDRESS", "0")
+            // A stale plugin cache from another LocalStack install breaks its start.
+            .env("XDG_CACHE_HOME", data.join("cache"))
+            .env("FILESYSTEM_ROOT", data.join("fs")),
+        &dir.join("localstack.log"),
+    )?;
+    let mut process = process;
+    let endpoint = format!("http://{address}");
+    let health = format!("{endpoint}/_localstack/health");
+    wait_until("LocalStack", Duration::from_secs(120), || {
+        process.exited().with_context(|| format!("see {}", dir.join("localstack.log").display()))?;
+        Ok(ureq::get(&health).call().is_ok())
+    })?;
+    Ok((process, endpoint))
+}
+
+/// `RotateSecret` needs the ARN of an existing function. LocalStack cannot run one without
+/// Docker, so a placeholder is registered; the tests invoke the real function themselves.
+fn register_placeholder_function(endpoint: &str) -> Result<String> {
+    // The smallest zip archive: an end-of-central-directory record and nothing else.
+    const EMPTY_ZIP_BASE64: &str = "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==";
+    let body = serde_json::json!({
+        "FunctionName": "rotation-under-test",
+        "Runtime": "provided.al2023",
+        "Role": "arn:aws:iam::000000000000:role/rotation-under-test",
+        "Handler": "bootstrap",
+        "Code": { "ZipFile": EMPTY_ZIP_BASE64 },
+    });
+    let mut response = ureq::post(format!("{endpoint}/2015-03-31/functions"))
+        .send_json(&body)
+        .context("registering the placeholder function on LocalStack")?;
+    let created: serde_json::Value = response.body_mut().read_json()?;
+    created["FunctionArn"].as_str().map(str::to_owned).context("LocalStack's CreateFunction returned no FunctionArn")
+}
+
+fn start_functions(cargo_lambda_bin: &Path, dir: &Path, port: u16, aws_endpoint: &str, ca: &Path) -> Result<Process> {
+    progress("building the rotation functions");
+    tools::run(Command::new(env!("CARGO")).args(["build", "--quiet", "-p", "postgres-rotation"]), "cargo build")?;
+    progress(&format!("starting cargo lambda watch on 127.0.0.1:{port}"));
+    let function_env = [
+        format!("AWS_ENDPOINT_URL={aws_endpoint}"),
+        "AWS_REGION=us-east-1".into(),
+        "AWS_ACCESS_KEY_ID=test".into(),
+        "AWS_SECRET_ACCESS_KEY=test".into(),
+        format!("CA_BUNDLE_PATH={}", ca.display()),
+        "CONNECT_TIMEOUT_SECONDS=3".into(),
+        "AWS_LAMBDA_LOG_LEVEL=debug".into(),
+        "RUST_LOG=info,rotation=debug".into(),
+    ];
+    let mut command = Command::new(cargo_lambda_bin.join("cargo-lambda"));
+    command
+        .args(["lambda", "watch", "--ignore-changes", "--invoke-address", "127.0.0.1", "--invoke-port"])
+        .arg(port.to_string())
+        .current_dir(workspace_root());
+    for variable in &function_env {
+        command.arg("--env-var").arg(variable);
+    }
+    let mut process = Process::spawn("cargo lambda watch", &mut command, &dir.join("functions.log"))?;
+    wait_until("cargo lambda watch", Duration::from_secs(60), || {
+        process.exited().with_context(|| format!("see {}", dir.join("functions.log").display()))?;
+        Ok(port_open(port))
+    })?;
+    Ok(process)
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// A private PostgreSQL cluster: SCRAM passwords, TLS required for TCP connections,
+/// every statement and every refused connection logged.
+struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    admin_password: String,
+    log: PathBuf,
+    as_postgres_user: bool,
+}
+
+impl Postgres {
+    fn start(bin: &Path, dir: &Path, certs: &crate::certs::TestCertificates) -> Result<Self> {
+        let port = free_port()?;
+        progress(&format!("starting PostgreSQL on 127.0.0.1:{port} (TLS, scram-sha-256)"));
+        let root = dir.join("postgres");
+        let data = root.join("data");
+        std::fs::create_dir_all(&root)?;
+        let admin_password = uuid::Uuid::new_v4().simple().to_string();
+        std::fs::write(root.join("pwfile"), &admin_password)?;
+        for (from, to) in [(&certs.server_cert, "server.crt"), (&certs.server_key, "server.key")] {
+            std::fs::copy(from, root.join(to))?;
+        }
+        // initdb refuses to run as root: the cluster belongs to the postgres system user.
+        let as_postgres_user = tools::is_root();
+        if as_postgres_user {
+            tools::run(Command::new("chown").args(["-R", "postgres:"]).arg(&root), "chown the PostgreSQL directory")?;
+            tools::run(Command::new("chmod").args(["600"]).arg(root.join("server.key")), "chmod the server key")?;
+        }
+        let postgres = Postgres {
+            bin: bin.to_path_buf(),
+            data,
+            port,
+            admin_password,
+            log: root.join("postgres.log"),
+            as_postgres_user,
+        };
+        postgres.run_tool(
+            "initdb",
+            &[
+                "-D",
+                &postgres.data.display().to_string(),
+                "-A",
+                "scram-sha-256",
+                "-U",
+                "rotation_admin",
+                &format!("--pwfile={}", root.join("pwfile").display()),
+                "--no-sync",
+                "--no-instructions",
+            ],
+        )?;
+        let conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{root}'\n\
+             ssl = on\nssl_cert_file = '{root}/server.crt'\nssl_key_file = '{root}/server.key'\n\
+             log_connections = on\nlog_statement = 'all'\nfsync = off\n",
+            root = root.display()
+        );
+        append(&postgres.data.join("postgresql.conf"), &conf)?;
+        std::fs::write(
+            postgres.data.join("pg_hba.conf"),
+            "local all all scram-sha-256\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all all 0.0.0.0/0 reject\n",
+        )?;
+        postgres.run_tool(
+            "pg_ctl",
+            &["-D", &postgres.data.display().to_string(), "-l", &postgres.log.display().to_string(), "-w", "start"],
+        )?;
+        Ok(postgres)
+    }
+
+    fn run_tool(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let program = self.bin.join(tool);
+        let mut command = if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        command.args(args).stdout(Stdio::null()).current_dir("/");
+        tools::run(&mut command, tool)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.run_tool("pg_ctl", &["-D", &self.data.display().to_string(), "-m", "immediate", "stop"]);
+    }
+}
+
+fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}

@@ -39,3 +39,5 @@ pub mod stage {
 
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod steps_tests;

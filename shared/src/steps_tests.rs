@@ -1,0 +1,1 @@
+//! Unit tests of the four steps over in-memory doubles, with injected faults.

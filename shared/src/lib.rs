@@ -38,6 +38,6 @@ pub mod stage {
 }
 
 #[cfg(test)]
-mod testing;
-#[cfg(test)]
 mod steps_tests;
+#[cfg(test)]
+mod testing;

@@ -56,6 +56,10 @@ impl Target for Postgres {
             sqlx::Error::Tls(e) => {
                 Err(Error::Tls { host: secret.host.clone(), port: secret.port, detail: e.to_string() })
             }
+            // rustls reports a failed handshake (bad certificate, wrong host name) as an I/O error.
+            sqlx::Error::Io(e) if is_tls_failure(&e) => {
+                Err(Error::Tls { host: secret.host.clone(), port: secret.port, detail: e.to_string() })
+            }
             sqlx::Error::Io(e) => {
                 Err(Error::Unreachable { host: secret.host.clone(), port: secret.port, detail: e.to_string() })
             }
@@ -133,6 +137,10 @@ impl Postgres {
         }
         options
     }
+}
+
+fn is_tls_failure(error: &std::io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 fn target_error(action: &'static str, secret: &DatabaseSecret, error: &sqlx::Error) -> Error {

@@ -4,7 +4,9 @@
 //!   password through the Lambda binary and shows what happened.
 //! - `test`: starts the services, runs every test (unit and end to end), stops the services.
 //! - `services`: starts the services and waits, printing the variables the tests read.
+//! - `bench`: measures the release binary's start-up time and memory.
 
+mod bench;
 mod certs;
 mod demo;
 mod services;
@@ -17,7 +19,7 @@ use anyhow::Result;
 use services::Services;
 use tools::progress;
 
-const USAGE: &str = "usage: cargo xtask <demo | test [-- <cargo test arguments>] | services>";
+const USAGE: &str = "usage: cargo xtask <demo | test [-- <cargo test arguments>] | services | bench>";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -26,6 +28,7 @@ async fn main() -> ExitCode {
         Some("demo") => demo::run().await,
         Some("test") => test(&args[1..]),
         Some("services") => services(),
+        Some("bench") => bench::run(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{EngineInfo, Error, PasswordPolicy};
+use crate::{EngineInfo, Error, PasswordPolicy, Strategy};
 
 /// How a function connects to its target, from the environment.
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub struct ConnectSettings {
 pub struct Settings {
     pub policy: PasswordPolicy,
     pub connect: ConnectSettings,
+    /// `ROTATION_STRATEGY`: the strategy for secrets that do not name one.
+    pub strategy: Option<Strategy>,
 }
 
 impl Settings {
@@ -54,9 +56,17 @@ impl Settings {
                 Some(Arc::from(pem))
             }
         };
+        let strategy = match lookup("ROTATION_STRATEGY").filter(|s| !s.trim().is_empty()) {
+            None => None,
+            Some(name) => Some(name.parse().map_err(|()| Error::Config {
+                variable: "ROTATION_STRATEGY",
+                problem: format!("must be one of {}", Strategy::NAMES),
+            })?),
+        };
         Ok(Settings {
             policy: PasswordPolicy::from_lookup(lookup, engine.default_excluded_characters)?,
             connect: ConnectSettings { timeout, ca_bundle },
+            strategy,
         })
     }
 }

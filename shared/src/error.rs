@@ -39,6 +39,30 @@ pub enum Error {
     )]
     UserMismatch { current: String, pending: String },
 
+    #[error("the {strategy} strategy needs a master secret, but field `masterarn` of secret {secret} is missing")]
+    MasterArnMissing { secret: String, strategy: crate::Strategy },
+
+    #[error("the master secret {masterarn}, named by field `masterarn` of secret {secret}, {problem}")]
+    MasterSecret { secret: String, masterarn: String, problem: String },
+
+    #[error(
+        "the AWSPENDING secret names {pending} but alternating-users rotation expects {expected}, \
+         the other user of {current}"
+    )]
+    NotAlternating { current: String, pending: String, expected: String },
+
+    #[error(
+        "the AWSCURRENT password of {account} is rejected: a secret whose current credentials do not log in \
+         cannot be trusted to name the user to create or change"
+    )]
+    CurrentRejected { account: String },
+
+    #[error("the master password of {account} is rejected")]
+    MasterRejected { account: String },
+
+    #[error("user name {name} of the alternate user is {bytes} bytes long; {engine} allows {max}")]
+    AlternateNameTooLong { name: String, bytes: usize, max: usize, engine: &'static str },
+
     #[error("cannot reach {host}:{port}: {detail}")]
     Unreachable { host: String, port: u16, detail: String },
 
@@ -100,6 +124,12 @@ impl Error {
             Error::InvalidSecret { .. } => "InvalidSecret",
             Error::SecretsManager { .. } => "SecretsManager",
             Error::UserMismatch { .. } => "UserMismatch",
+            Error::MasterArnMissing { .. } => "MasterArnMissing",
+            Error::MasterSecret { .. } => "InvalidMasterSecret",
+            Error::NotAlternating { .. } => "NotAlternating",
+            Error::CurrentRejected { .. } => "CurrentPasswordRejected",
+            Error::MasterRejected { .. } => "MasterPasswordRejected",
+            Error::AlternateNameTooLong { .. } => "AlternateNameTooLong",
             Error::Unreachable { .. } => "TargetUnreachable",
             Error::Tls { .. } => "Tls",
             Error::NoWorkingCredentials { .. } => "NoWorkingCredentials",

@@ -13,6 +13,7 @@ mod policy;
 mod secret;
 mod steps;
 mod store;
+mod strategy;
 mod target;
 mod tls;
 
@@ -24,6 +25,7 @@ pub use policy::PasswordPolicy;
 pub use secret::DatabaseSecret;
 pub use steps::Rotator;
 pub use store::{SecretStore, SecretVersions, SecretsManager};
+pub use strategy::{Strategy, alternate_username, main_username};
 pub use target::{EngineInfo, Login, Target};
 pub use tls::TlsMode;
 

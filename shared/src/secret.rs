@@ -3,7 +3,7 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
-use crate::{EngineInfo, SecretProblem, TlsMode};
+use crate::{EngineInfo, SecretProblem, Strategy, TlsMode};
 
 /// A database secret in the JSON shape AWS's rotation templates, RDS and CDK use.
 ///
@@ -20,6 +20,8 @@ pub struct DatabaseSecret {
     pub dbname: Option<String>,
     pub tls: TlsMode,
     pub masterarn: Option<String>,
+    /// The `rotation_strategy` field, when the secret names one.
+    pub rotation_strategy: Option<Strategy>,
 }
 
 impl fmt::Debug for DatabaseSecret {
@@ -32,6 +34,7 @@ impl fmt::Debug for DatabaseSecret {
             .field("dbname", &self.dbname)
             .field("tls", &self.tls)
             .field("masterarn", &self.masterarn)
+            .field("rotation_strategy", &self.rotation_strategy)
             .finish_non_exhaustive()
     }
 }
@@ -66,8 +69,50 @@ impl DatabaseSecret {
         let dbname = optional_string(&fields, "dbname")?.or_else(|| engine.default_dbname.map(str::to_owned));
         let tls = TlsMode::from_fields(fields.get("ssl"), fields.get("sslmode"))?;
         let masterarn = optional_string(&fields, "masterarn")?;
+        let rotation_strategy = match optional_string(&fields, "rotation_strategy")? {
+            None => None,
+            Some(name) => Some(name.parse().map_err(|()| SecretProblem::InvalidField {
+                field: "rotation_strategy",
+                expected: "one of single-user, alternating-users, single-user-with-master",
+            })?),
+        };
 
-        Ok(DatabaseSecret { engine: engine_name, host, port, username, password, dbname, tls, masterarn, fields })
+        Ok(DatabaseSecret {
+            engine: engine_name,
+            host,
+            port,
+            username,
+            password,
+            dbname,
+            tls,
+            masterarn,
+            rotation_strategy,
+            fields,
+        })
+    }
+
+    /// Parses a master secret. RDS-managed master secrets hold only `username` and
+    /// `password`: the connection fields they lack come from the user's secret.
+    pub fn parse_master(
+        text: &SecretString,
+        engine: &EngineInfo,
+        user: &DatabaseSecret,
+    ) -> Result<Self, SecretProblem> {
+        let value: Value =
+            serde_json::from_str(text.expose_secret()).map_err(|e| SecretProblem::NotJson(e.to_string()))?;
+        let mut fields = match value {
+            Value::Object(fields) => fields,
+            other => return Err(SecretProblem::NotAnObject(json_type(&other))),
+        };
+        for field in ["engine", "host", "port", "dbname", "ssl", "sslmode"] {
+            if !fields.contains_key(field)
+                && let Some(value) = user.fields.get(field)
+            {
+                fields.insert(field.to_owned(), value.clone());
+            }
+        }
+        let text = SecretString::from(Value::Object(fields).to_string());
+        DatabaseSecret::parse(&text, engine)
     }
 
     /// The JSON of this secret with another password, every other field unchanged.
@@ -77,9 +122,22 @@ impl DatabaseSecret {
         SecretString::from(Value::Object(fields).to_string())
     }
 
+    /// The JSON of this secret for another user with another password.
+    pub fn with_credentials(&self, username: &str, password: &SecretString) -> SecretString {
+        let mut fields = self.fields.clone();
+        fields.insert("username".into(), Value::String(username.to_owned()));
+        fields.insert("password".into(), Value::String(password.expose_secret().to_owned()));
+        SecretString::from(Value::Object(fields).to_string())
+    }
+
+    /// Whether two secrets point at the same server.
+    pub fn same_server(&self, other: &DatabaseSecret) -> bool {
+        self.host == other.host && self.port == other.port
+    }
+
     /// Whether two secrets name the same account on the same server.
     pub fn same_account(&self, other: &DatabaseSecret) -> bool {
-        self.username == other.username && self.host == other.host && self.port == other.port
+        self.username == other.username && self.same_server(other)
     }
 
     /// `user@host:port`, for messages.
@@ -221,6 +279,33 @@ mod tests {
         assert_eq!(next, value);
         let keys: Vec<_> = next.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["engine", "host", "username", "password", "port", "dbInstanceIdentifier", "nested"]);
+    }
+
+    #[test]
+    fn reads_the_rotation_strategy() {
+        let mut value = base();
+        value["rotation_strategy"] = json!("alternating-users");
+        assert_eq!(parse(value.clone()).unwrap().rotation_strategy, Some(Strategy::AlternatingUsers));
+        value["rotation_strategy"] = json!("sometimes");
+        assert!(parse(value).unwrap_err().to_string().contains("`rotation_strategy`"));
+    }
+
+    #[test]
+    fn a_master_secret_takes_missing_connection_fields_from_the_user_secret() {
+        let mut value = base();
+        value["port"] = json!(6543);
+        value["dbname"] = json!("app");
+        let user = parse(value).unwrap();
+        let master = json!({"username": "admin", "password": "master-pw"}).to_string();
+        let master = DatabaseSecret::parse_master(&SecretString::from(master), &PG, &user).unwrap();
+        assert_eq!(
+            (master.host.as_str(), master.port, master.dbname.as_deref()),
+            ("db.example.com", 6543, Some("app"))
+        );
+        assert_eq!(master.username, "admin");
+        let elsewhere = json!({"username": "admin", "password": "x", "host": "other.example.com"}).to_string();
+        let elsewhere = DatabaseSecret::parse_master(&SecretString::from(elsewhere), &PG, &user).unwrap();
+        assert!(!elsewhere.same_server(&user));
     }
 
     #[test]

@@ -3,7 +3,10 @@ use std::time::Instant;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{Instrument, error, info, info_span};
 
-use crate::{DatabaseSecret, Error, Login, RotationEvent, SecretStore, SecretVersions, Settings, Step, Target, stage};
+use crate::{
+    DatabaseSecret, Error, Login, RotationEvent, SecretStore, SecretVersions, Settings, Step, Strategy, Target,
+    alternate_username, main_username, stage,
+};
 
 /// The four rotation steps, written once for every target.
 pub struct Rotator<S, T> {
@@ -103,18 +106,36 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         Ok(Guard::Pending)
     }
 
-    /// Stores a new version, staged `AWSPENDING`, with a new password and every other field
-    /// of the current version.
+    /// Stores a new version, staged `AWSPENDING`, with a new password (and, for alternating
+    /// users, the other user's name) and every other field of the current version.
     async fn create_secret(&self, event: &RotationEvent) -> Result<(), Error> {
         let current = self.load(event, stage::CURRENT).await?;
+        let strategy = self.strategy(&current);
+        if strategy.needs_master() {
+            // Checked now, so a broken master secret stops the rotation before anything is stored.
+            self.load_master(event, &current, strategy).await?;
+        }
         if self.store.get_value(&event.secret_id, Some(&event.token), stage::PENDING).await?.is_some() {
             info!("a pending value for this token exists already");
             return Ok(());
         }
         let password = self.store.random_password(&self.settings.policy).await?;
-        let pending = current.with_password(&password);
+        let pending = if strategy == Strategy::AlternatingUsers {
+            let username = alternate_username(&current.username);
+            if username.len() > T::MAX_USERNAME_BYTES {
+                return Err(Error::AlternateNameTooLong {
+                    bytes: username.len(),
+                    name: username,
+                    max: T::MAX_USERNAME_BYTES,
+                    engine: T::ENGINE.label,
+                });
+            }
+            current.with_credentials(&username, &password)
+        } else {
+            current.with_password(&password)
+        };
         self.store.put_pending(&event.secret_id, &event.token, &pending, event.rotation_token.as_ref()).await?;
-        info!("stored the pending version");
+        info!(%strategy, "stored the pending version");
         Ok(())
     }
 
@@ -127,15 +148,105 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             return Ok(());
         }
         let current = self.load(event, stage::CURRENT).await?;
-        if !pending.same_account(&current) {
-            return Err(Error::UserMismatch { current: current.account(), pending: pending.account() });
+        let strategy = self.strategy(&current);
+        match strategy {
+            Strategy::SingleUser | Strategy::SingleUserWithMaster => {
+                if !pending.same_account(&current) {
+                    return Err(Error::UserMismatch { current: current.account(), pending: pending.account() });
+                }
+            }
+            Strategy::AlternatingUsers => {
+                let expected = alternate_username(&current.username);
+                if pending.username != expected || !pending.same_server(&current) {
+                    return Err(Error::NotAlternating {
+                        current: current.account(),
+                        pending: pending.account(),
+                        expected: format!("{expected}@{}:{}", current.host, current.port),
+                    });
+                }
+            }
         }
-        let mut connection = self.login_as_current_or_previous(event, &current).await?;
-        let result = self.target.set_password(&mut connection, &pending, &pending.password).await;
+        let mut connection = match strategy {
+            Strategy::SingleUser => self.login_as_current_or_previous(event, &current).await?,
+            Strategy::SingleUserWithMaster => self.login_as_master(event, &current, strategy).await?,
+            Strategy::AlternatingUsers => {
+                match self.target.connect(&current).await? {
+                    Login::Accepted(connection) => self.target.close(connection).await,
+                    Login::Rejected => return Err(Error::CurrentRejected { account: current.account() }),
+                }
+                self.login_as_master(event, &current, strategy).await?
+            }
+        };
+        let result = match strategy {
+            Strategy::AlternatingUsers => {
+                self.target.prepare_alternate_user(&mut connection, main_username(&pending.username), &pending).await
+            }
+            _ => self.target.set_password(&mut connection, &pending, &pending.password).await,
+        };
         self.target.close(connection).await;
         result?;
-        info!(user = %pending.username, host = %pending.host, "set the pending password");
+        info!(user = %pending.username, host = %pending.host, %strategy, "set the pending password");
         Ok(())
+    }
+
+    /// The strategy for a secret: see [`Strategy`].
+    fn strategy(&self, secret: &DatabaseSecret) -> Strategy {
+        Strategy::choose(secret.rotation_strategy, self.settings.strategy, secret.masterarn.is_some())
+    }
+
+    /// Reads and parses the master secret that `masterarn` names.
+    async fn load_master(
+        &self,
+        event: &RotationEvent,
+        user: &DatabaseSecret,
+        strategy: Strategy,
+    ) -> Result<DatabaseSecret, Error> {
+        let Some(masterarn) = &user.masterarn else {
+            return Err(Error::MasterArnMissing { secret: event.secret_id.clone(), strategy });
+        };
+        let master_error = |problem: String| Error::MasterSecret {
+            secret: event.secret_id.clone(),
+            masterarn: masterarn.clone(),
+            problem,
+        };
+        let text = match self.store.get_value(masterarn, None, stage::CURRENT).await {
+            Ok(Some(text)) => text,
+            Ok(None) => {
+                return Err(master_error("cannot be read: it does not exist or has no AWSCURRENT value".into()));
+            }
+            Err(Error::SecretsManager { detail, retryable: true, .. }) => {
+                return Err(Error::SecretsManager {
+                    operation: "GetSecretValue",
+                    secret: masterarn.clone(),
+                    detail,
+                    retryable: true,
+                });
+            }
+            Err(Error::SecretsManager { detail, .. }) => return Err(master_error(format!("cannot be read: {detail}"))),
+            Err(other) => return Err(master_error(format!("cannot be read: {other}"))),
+        };
+        let master = DatabaseSecret::parse_master(&text, &T::ENGINE, user)
+            .map_err(|problem| master_error(format!("is invalid: {problem}")))?;
+        if !master.same_server(user) {
+            return Err(master_error(format!(
+                "is for {}:{}, not for {}:{}",
+                master.host, master.port, user.host, user.port
+            )));
+        }
+        Ok(master)
+    }
+
+    async fn login_as_master(
+        &self,
+        event: &RotationEvent,
+        user: &DatabaseSecret,
+        strategy: Strategy,
+    ) -> Result<T::Connection, Error> {
+        let master = self.load_master(event, user, strategy).await?;
+        match self.target.connect(&master).await? {
+            Login::Accepted(connection) => Ok(connection),
+            Login::Rejected => Err(Error::MasterRejected { account: master.account() }),
+        }
     }
 
     /// Logs in as `AWSCURRENT`, or as `AWSPREVIOUS` when the target rejects the current
@@ -166,8 +277,9 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         }
     }
 
-    /// Logs in with the pending password, runs the target's check, and confirms the old
-    /// password no longer works, so a rotation that changed nothing cannot pass.
+    /// Logs in with the pending password and runs the target's check. For a single user it
+    /// also confirms the old password no longer works, so a rotation that changed nothing
+    /// cannot pass.
     async fn test_secret(&self, event: &RotationEvent) -> Result<(), Error> {
         let pending = self.load(event, stage::PENDING).await?;
         let mut connection = match self.target.connect(&pending).await? {
@@ -180,11 +292,22 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
                 });
             }
         };
-        let checked = self.target.check(&mut connection, &pending).await;
+        let current = self.load(event, stage::CURRENT).await?;
+        let strategy = self.strategy(&current);
+        let checked = match strategy {
+            Strategy::AlternatingUsers => {
+                self.target.check_alternate(&mut connection, main_username(&pending.username), &pending).await
+            }
+            _ => self.target.check(&mut connection, &pending).await,
+        };
         self.target.close(connection).await;
         checked?;
+        if strategy == Strategy::AlternatingUsers {
+            // The user that was current keeps working: that is the point of the strategy.
+            info!("the pending user logs in and has the main user's access");
+            return Ok(());
+        }
 
-        let current = self.load(event, stage::CURRENT).await?;
         let password_changed = current.password.expose_secret() != pending.password.expose_secret();
         if current.same_account(&pending)
             && password_changed

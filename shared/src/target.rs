@@ -31,6 +31,9 @@ pub trait Target: Send + Sync + Sized + 'static {
 
     const ENGINE: EngineInfo;
 
+    /// The longest user name the engine keeps intact, in bytes.
+    const MAX_USERNAME_BYTES: usize = usize::MAX;
+
     fn new(settings: ConnectSettings) -> Self;
 
     /// Logs in with the secret's credentials.
@@ -50,6 +53,37 @@ pub trait Target: Send + Sync + Sized + 'static {
         connection: &mut Self::Connection,
         secret: &DatabaseSecret,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// As the master user, creates the alternate user of `main_user` if it is missing (else
+    /// only sets its password) and gives it the main user's privileges.
+    fn prepare_alternate_user(
+        &self,
+        master: &mut Self::Connection,
+        main_user: &str,
+        alternate: &DatabaseSecret,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (master, main_user);
+        async move {
+            Err(Error::Target {
+                action: "alternating-users rotation",
+                host: alternate.host.clone(),
+                port: alternate.port,
+                detail: format!("{} does not support it yet", Self::ENGINE.label),
+                retryable: false,
+            })
+        }
+    }
+
+    /// Proves a connection of an alternating user can use what the main user can.
+    fn check_alternate(
+        &self,
+        connection: &mut Self::Connection,
+        main_user: &str,
+        secret: &DatabaseSecret,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = main_user;
+        self.check(connection, secret)
+    }
 
     /// Ends the session politely; failures are of no interest.
     fn close(&self, connection: Self::Connection) -> impl Future<Output = ()> + Send;

@@ -139,13 +139,47 @@ impl TestEnv {
         admin.close().await.ok();
     }
 
+    /// Runs SQL (simple protocol, several statements allowed) as the admin user.
+    pub async fn admin_sql(&self, sql: &str) {
+        let mut admin = self.pg_admin().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("admin SQL {sql:?} failed: {e}"));
+        admin.close().await.ok();
+    }
+
+    /// Runs SQL as `user`; the server's error message when it fails.
+    pub async fn sql_as(&self, user: &str, password: &str, sql: &str) -> Result<(), String> {
+        let mut connection = self
+            .pg_options("localhost", self.pg_port, user, password)
+            .connect()
+            .await
+            .map_err(|e| format!("login of {user}: {e}"))?;
+        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await;
+        connection.close().await.ok();
+        result.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Whether a role of that name exists.
+    pub async fn role_exists(&self, name: &str) -> bool {
+        let mut admin = self.pg_admin().await;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("query pg_roles");
+        admin.close().await.ok();
+        exists
+    }
+
     /// The server log as it is now.
     pub fn pg_log_text(&self) -> String {
         std::fs::read_to_string(&self.pg_log).expect("read the PostgreSQL log")
     }
 }
 
-fn quote_ident(name: &str) -> String {
+pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

@@ -31,6 +31,8 @@ impl Target for Postgres {
         default_excluded_characters: ":/@\"'\\",
     };
 
+    const MAX_USERNAME_BYTES: usize = MAX_IDENTIFIER_BYTES;
+
     fn new(settings: ConnectSettings) -> Self {
         Postgres { settings }
     }
@@ -107,6 +109,52 @@ impl Target for Postgres {
         Ok(())
     }
 
+    async fn prepare_alternate_user(
+        &self,
+        master: &mut PgConnection,
+        main_user: &str,
+        alternate: &DatabaseSecret,
+    ) -> Result<(), Error> {
+        let fail = |e: sqlx::Error| target_error("preparing the alternate user", alternate, &e);
+        let mut transaction = master.begin().await.map_err(fail)?;
+        for statement in alternate_user_statements(&mut transaction, main_user, alternate).await? {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *transaction).await.map_err(fail)?;
+        }
+        transaction.commit().await.map_err(fail)?;
+        Ok(())
+    }
+
+    async fn check_alternate(
+        &self,
+        connection: &mut PgConnection,
+        main_user: &str,
+        secret: &DatabaseSecret,
+    ) -> Result<(), Error> {
+        let (session_user, current_user, member): (String, String, bool) =
+            sqlx::query_as("SELECT session_user::text, current_user::text, pg_has_role(session_user, $1, 'USAGE')")
+                .bind(main_user)
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(|e| target_error("test query", secret, &e))?;
+        let problem = if session_user != secret.username {
+            Some(format!("logged in as {session_user}, not as {}", secret.username))
+        } else if session_user != main_user && !(member && current_user == main_user) {
+            Some(format!("{session_user} does not act as {main_user}: it cannot use what {main_user} owns"))
+        } else {
+            None
+        };
+        match problem {
+            None => Ok(()),
+            Some(detail) => Err(Error::Target {
+                action: "test query",
+                host: secret.host.clone(),
+                port: secret.port,
+                detail,
+                retryable: false,
+            }),
+        }
+    }
+
     async fn close(&self, connection: PgConnection) {
         let _ = connection.close().await;
     }
@@ -137,6 +185,134 @@ impl Postgres {
         }
         options
     }
+}
+
+/// The statements that make `alternate` a working twin of `main_user`, leaving out what is
+/// in place already, so a master that may only change passwords can rotate users an
+/// operator created beforehand.
+async fn alternate_user_statements(
+    connection: &mut PgConnection,
+    main_user: &str,
+    alternate: &DatabaseSecret,
+) -> Result<Vec<String>, Error> {
+    let fail = |e: sqlx::Error| target_error("reading roles", alternate, &e);
+    let invalid = |detail: String| Error::Target {
+        action: "preparing the alternate user",
+        host: alternate.host.clone(),
+        port: alternate.port,
+        detail,
+        retryable: false,
+    };
+    let clone = quote_identifier(&alternate.username).map_err(invalid)?;
+    let main = quote_identifier(main_user).map_err(invalid)?;
+    let verifier = postgres_protocol::password::scram_sha_256(alternate.password.expose_secret().as_bytes());
+    let password = quote_literal(&verifier);
+
+    let mut statements = Vec::new();
+    let existing: Option<bool> = sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+        .bind(&alternate.username)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(fail)?;
+    match existing {
+        None => statements.push(format!("CREATE ROLE {clone} LOGIN PASSWORD {password}")),
+        Some(true) => statements.push(format!("ALTER ROLE {clone} PASSWORD {password}")),
+        Some(false) => statements.push(format!("ALTER ROLE {clone} LOGIN PASSWORD {password}")),
+    }
+    if alternate.username == main_user {
+        return Ok(statements);
+    }
+
+    let is_member: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_auth_members m \
+         JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
+         WHERE r.rolname = $1 AND u.rolname = $2)",
+    )
+    .bind(main_user)
+    .bind(&alternate.username)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(fail)?;
+    if !is_member {
+        // Membership, not copied grants: what the main user is granted later reaches the clone.
+        statements.push(format!("GRANT {main} TO {clone}"));
+    }
+
+    // Sessions of the clone act as the main user, so whatever either creates belongs to the
+    // main user, and the main user's per-role settings and connection limit apply to both.
+    let mut wanted: Vec<String> = role_settings(connection, main_user).await.map_err(fail)?;
+    wanted.retain(|setting| !setting.starts_with("role="));
+    wanted.push(format!("role={main_user}"));
+    let present =
+        if existing.is_some() { role_settings(connection, &alternate.username).await.map_err(fail)? } else { vec![] };
+    for setting in wanted.iter().filter(|s| !present.contains(s)) {
+        statements.push(alter_role_set(&clone, setting).map_err(invalid)?);
+    }
+    let limits: Vec<(String, i32)> =
+        sqlx::query_as("SELECT rolname::text, rolconnlimit FROM pg_roles WHERE rolname IN ($1, $2)")
+            .bind(main_user)
+            .bind(&alternate.username)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(fail)?;
+    let limit_of = |name: &str| limits.iter().find(|(n, _)| n == name).map(|(_, l)| *l);
+    if let Some(main_limit) = limit_of(main_user)
+        && limit_of(&alternate.username).unwrap_or(-1) != main_limit
+    {
+        statements.push(format!("ALTER ROLE {clone} CONNECTION LIMIT {main_limit}"));
+    }
+    Ok(statements)
+}
+
+/// A role's settings for every database, as `name=value` entries.
+async fn role_settings(connection: &mut PgConnection, role: &str) -> Result<Vec<String>, sqlx::Error> {
+    let settings: Option<Vec<String>> = sqlx::query_scalar(
+        "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole \
+         WHERE r.rolname = $1 AND s.setdatabase = 0",
+    )
+    .bind(role)
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(settings.unwrap_or_default())
+}
+
+/// Settings that hold a list: PostgreSQL stores them flattened, and each element must be
+/// given back as its own literal.
+const LIST_SETTINGS: [&str; 4] =
+    ["search_path", "temp_tablespaces", "local_preload_libraries", "session_preload_libraries"];
+
+/// `ALTER ROLE <role> SET <name> TO <value>` for a `name=value` entry of `pg_db_role_setting`.
+/// Names and values come from the catalog, which the main user can write: everything is quoted.
+fn alter_role_set(role: &str, setting: &str) -> Result<String, String> {
+    let (name, value) = setting.split_once('=').ok_or_else(|| format!("unreadable role setting {setting}"))?;
+    let values: Vec<String> = if LIST_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) {
+        split_setting_list(value).iter().map(|element| quote_literal(element)).collect()
+    } else {
+        vec![quote_literal(value)]
+    };
+    Ok(format!("ALTER ROLE {role} SET {} TO {}", quote_identifier(name)?, values.join(", ")))
+}
+
+/// Splits a flattened list setting (`app, "My Schema", public`) into its elements.
+fn split_setting_list(value: &str) -> Vec<String> {
+    let mut elements = Vec::new();
+    let mut current = String::new();
+    let mut chars = value.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                current.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => elements.push(std::mem::take(&mut current)),
+            c if c.is_whitespace() && !quoted && current.is_empty() => {}
+            c => current.push(c),
+        }
+    }
+    elements.push(current);
+    elements.into_iter().map(|e| e.trim_end().to_owned()).filter(|e| !e.is_empty()).collect()
 }
 
 fn is_tls_failure(error: &std::io::Error) -> bool {
@@ -193,6 +369,23 @@ mod tests {
         assert!(quote_identifier(&"é".repeat(32)).is_err());
         assert!(quote_identifier("").is_err());
         assert!(quote_identifier("a\0b").is_err());
+    }
+
+    #[test]
+    fn role_settings_are_given_back_quoted() {
+        assert_eq!(
+            alter_role_set("\"c\"", "search_path=app, \"My \"\"Schema\"\"\", public").unwrap(),
+            "ALTER ROLE \"c\" SET \"search_path\" TO 'app', 'My \"Schema\"', 'public'"
+        );
+        assert_eq!(
+            alter_role_set("\"c\"", "statement_timeout=5s").unwrap(),
+            "ALTER ROLE \"c\" SET \"statement_timeout\" TO '5s'"
+        );
+        assert_eq!(
+            alter_role_set("\"c\"", "work_mem=1'; DROP ROLE admin; --").unwrap(),
+            "ALTER ROLE \"c\" SET \"work_mem\" TO '1''; DROP ROLE admin; --'"
+        );
+        assert!(alter_role_set("\"c\"", "no-equals-sign").is_err());
     }
 
     #[test]

@@ -1,0 +1,178 @@
+//! Alternating users and single user with the master secret, for PostgreSQL, end to end.
+
+use e2e::*;
+use serde_json::{Value, json};
+
+const FUNCTION: &str = "postgres-rotation";
+
+/// A master role that may create roles (not a superuser), and a secret for it in the shape
+/// RDS writes for managed master secrets: only `username` and `password`.
+async fn create_master(env: &TestEnv, client: &aws_sdk_secretsmanager::Client) -> String {
+    let name = unique("master");
+    let password = format!("master-{}", uuid::Uuid::new_v4().simple());
+    env.admin_sql(&format!("CREATE ROLE {} LOGIN CREATEROLE PASSWORD '{password}'", quote_ident(&name))).await;
+    create_secret(client, &unique("pg/master"), &json!({"username": name, "password": password})).await
+}
+
+struct Pair {
+    env: TestEnv,
+    client: aws_sdk_secretsmanager::Client,
+    main: String,
+    password: String,
+    secret: String,
+}
+
+impl Pair {
+    /// A main role owning a table, and its secret pointing at a master secret.
+    async fn new(main: &str, extra: Value) -> Self {
+        let env = TestEnv::from_env();
+        let client = env.secrets_client();
+        let master = create_master(&env, &client).await;
+        let password = format!("main-{}", uuid::Uuid::new_v4().simple());
+        env.create_role(main, &password).await;
+        let schema = quote_ident(main);
+        env.admin_sql(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema} AUTHORIZATION {schema}; \
+             CREATE TABLE {schema}.orders (id int); ALTER TABLE {schema}.orders OWNER TO {schema}; \
+             ALTER ROLE {schema} SET search_path TO {schema}, public"
+        ))
+        .await;
+        let mut value = json!({
+            "engine": "postgres", "host": "localhost", "port": env.pg_port, "username": main,
+            "password": password, "dbname": "postgres", "masterarn": master,
+        });
+        for (key, field) in extra.as_object().into_iter().flatten() {
+            value[key] = field.clone();
+        }
+        let secret = create_secret(&client, &unique("pg/pair"), &value).await;
+        Pair { env, client, main: main.to_owned(), password, secret }
+    }
+
+    async fn rotate(&self) -> String {
+        let token = start_rotation(&self.env, &self.client, &self.secret).await;
+        rotate(&self.env, FUNCTION, &self.secret, &token).await.expect("rotation succeeds");
+        token
+    }
+
+    async fn current(&self) -> (String, String) {
+        let value = secret_value(&self.client, &self.secret, None, "AWSCURRENT").await;
+        (value["username"].as_str().unwrap().to_owned(), value["password"].as_str().unwrap().to_owned())
+    }
+}
+
+#[tokio::test]
+async fn alternating_users_share_privileges_and_objects_with_no_downtime() {
+    let p = Pair::new(&unique("shop"), json!({})).await;
+    let clone = format!("{}_clone", p.main);
+    let schema = quote_ident(&p.main);
+
+    p.rotate().await;
+    let (user, clone_password) = p.current().await;
+    assert_eq!(user, clone, "the first rotation hands over to the clone");
+    assert!(p.env.pg_logs_in(&p.main, &p.password).await, "the main user still logs in: no downtime");
+
+    // The clone uses what the main user owns, and what it creates belongs to the main user.
+    p.env.sql_as(&clone, &clone_password, "INSERT INTO orders VALUES (1); SELECT * FROM orders").await.unwrap();
+    p.env.sql_as(&clone, &clone_password, &format!("CREATE TABLE {schema}.made_by_clone (x int)")).await.unwrap();
+    p.env.sql_as(&p.main, &p.password, "INSERT INTO made_by_clone VALUES (2); DROP TABLE made_by_clone").await.unwrap();
+
+    // A grant the main user receives later reaches the clone without another rotation.
+    let later = quote_ident(&unique("later"));
+    p.env.admin_sql(&format!("CREATE TABLE public.{later} (x int)")).await;
+    assert!(p.env.sql_as(&clone, &clone_password, &format!("SELECT * FROM public.{later}")).await.is_err());
+    p.env.admin_sql(&format!("GRANT SELECT ON public.{later} TO {schema}")).await;
+    p.env.sql_as(&clone, &clone_password, &format!("SELECT * FROM public.{later}")).await.unwrap();
+
+    // The second rotation returns to the main user with a new password; the clone keeps working.
+    p.rotate().await;
+    let (user, main_password) = p.current().await;
+    assert_eq!(user, p.main);
+    assert_ne!(main_password, p.password);
+    assert!(p.env.pg_logs_in(&p.main, &main_password).await);
+    assert!(!p.env.pg_logs_in(&p.main, &p.password).await, "the main user's old password is gone");
+    assert!(p.env.pg_logs_in(&clone, &clone_password).await, "the clone still logs in");
+
+    // The third rotation changes the clone's password again, through the existing role.
+    p.rotate().await;
+    let (user, newer_clone_password) = p.current().await;
+    assert_eq!(user, clone);
+    assert!(p.env.pg_logs_in(&clone, &newer_clone_password).await);
+    assert!(!p.env.pg_logs_in(&clone, &clone_password).await);
+    assert!(p.env.pg_logs_in(&p.main, &main_password).await);
+}
+
+#[tokio::test]
+async fn names_that_need_quoting_work() {
+    let p = Pair::new(&format!("Shop \"{}\" Owner", &unique("q")[2..]), json!({})).await;
+    p.rotate().await;
+    let (user, password) = p.current().await;
+    assert_eq!(user, format!("{}_clone", p.main));
+    p.env.sql_as(&user, &password, "SELECT * FROM orders").await.unwrap();
+}
+
+/// Starts a rotation on `p`, expects createSecret or setSecret to fail with `error_type`
+/// and `message`, and checks that no clone exists and the stages did not move.
+async fn assert_refused(p: &Pair, step: &str, error_type: &str, message: &str) {
+    let token = start_rotation(&p.env, &p.client, &p.secret).await;
+    if step == "setSecret" {
+        invoke_step(&p.env, FUNCTION, "createSecret", &p.secret, &token).await.expect("createSecret");
+    }
+    let before = stages(&p.client, &p.secret).await;
+    let error = invoke_step(&p.env, FUNCTION, step, &p.secret, &token).await.unwrap_err();
+    assert_eq!(error.error_type, error_type, "{error:?}");
+    assert!(error.message.contains(message), "{:?} should contain {message:?}", error.message);
+    assert_eq!(stages(&p.client, &p.secret).await, before);
+    assert!(!p.env.role_exists(&format!("{}_clone", p.main)).await, "no clone was created");
+}
+
+#[tokio::test]
+async fn a_missing_or_broken_master_secret_is_named_and_nothing_changes() {
+    let env = TestEnv::from_env();
+    let client = env.secrets_client();
+
+    let p = Pair::new(&unique("nomaster"), json!({"masterarn": null, "rotation_strategy": "alternating-users"})).await;
+    assert_refused(&p, "createSecret", "Permanent.MasterArnMissing", "field `masterarn`").await;
+
+    let p =
+        Pair::new(&unique("gone"), json!({"masterarn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:nope"}))
+            .await;
+    assert_refused(&p, "createSecret", "Permanent.InvalidMasterSecret", "cannot be read").await;
+
+    let not_json =
+        client.create_secret().name(unique("pg/m")).secret_string("admin:pw").send().await.unwrap().arn.unwrap();
+    let p = Pair::new(&unique("notjson"), json!({ "masterarn": not_json })).await;
+    assert_refused(&p, "createSecret", "Permanent.InvalidMasterSecret", "is not valid JSON").await;
+
+    let elsewhere = json!({"username": "x", "password": "y", "host": "db.elsewhere.example"});
+    let elsewhere = create_secret(&client, &unique("pg/m"), &elsewhere).await;
+    let p = Pair::new(&unique("elsewhere"), json!({ "masterarn": elsewhere })).await;
+    assert_refused(&p, "createSecret", "Permanent.InvalidMasterSecret", "is for db.elsewhere.example").await;
+}
+
+#[tokio::test]
+async fn a_forged_secret_whose_current_password_fails_creates_no_user() {
+    let p = Pair::new(&unique("forged"), json!({})).await;
+    p.env.set_role_password(&p.main, "changed-behind-the-secret").await;
+    assert_refused(&p, "setSecret", "Permanent.CurrentPasswordRejected", "is rejected").await;
+}
+
+#[tokio::test]
+async fn a_clone_name_over_63_bytes_is_refused_before_anything_is_stored() {
+    let main = format!("{}_{}", "n".repeat(50), &unique("x")[2..]); // 61 bytes; with _clone 67
+    let p = Pair::new(&main, json!({})).await;
+    assert_refused(&p, "createSecret", "Permanent.AlternateNameTooLong", "allows 63").await;
+}
+
+#[tokio::test]
+async fn the_master_rotates_a_single_user_whose_passwords_all_stopped_working() {
+    let p = Pair::new(&unique("locked"), json!({"rotation_strategy": "single-user-with-master"})).await;
+    p.rotate().await; // so an AWSPREVIOUS version exists
+    p.env.set_role_password(&p.main, "neither-current-nor-previous").await;
+
+    p.rotate().await;
+    let (user, password) = p.current().await;
+    assert_eq!(user, p.main, "single user: the name stays");
+    assert!(p.env.pg_logs_in(&p.main, &password).await);
+    assert!(!p.env.pg_logs_in(&p.main, "neither-current-nor-previous").await);
+    assert!(!p.env.role_exists(&format!("{}_clone", p.main)).await);
+}

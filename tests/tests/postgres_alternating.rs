@@ -176,3 +176,29 @@ async fn the_master_rotates_a_single_user_whose_passwords_all_stopped_working() 
     assert!(!p.env.pg_logs_in(&p.main, "neither-current-nor-previous").await);
     assert!(!p.env.role_exists(&format!("{}_clone", p.main)).await);
 }
+
+#[tokio::test]
+async fn users_created_beforehand_only_get_new_passwords() {
+    let p = Pair::new(&unique("precreated"), json!({})).await;
+    let clone = format!("{}_clone", p.main);
+    let (main, clone_q) = (quote_ident(&p.main), quote_ident(&clone));
+    // The operator's own set-up, in lower case so the function's statements stand out in the log.
+    p.env
+        .admin_sql(&format!(
+            "create role {clone_q} login password 'operator-made'; grant {main} to {clone_q}; \
+             alter role {clone_q} set search_path to {main}, public; alter role {clone_q} set role to {main}"
+        ))
+        .await;
+
+    p.rotate().await;
+    let (user, password) = p.current().await;
+    assert_eq!(user, clone);
+    p.env.sql_as(&clone, &password, "SELECT * FROM orders").await.unwrap();
+    let log = p.env.pg_log_text();
+    assert!(log.contains(&format!("ALTER ROLE {clone_q} PASSWORD 'SCRAM-SHA-256$")), "the password was set");
+    for needless in
+        [format!("CREATE ROLE {clone_q}"), format!("GRANT {main} TO {clone_q}"), format!("ALTER ROLE {clone_q} SET")]
+    {
+        assert!(!log.contains(&needless), "nothing already in place is redone: found {needless:?}");
+    }
+}

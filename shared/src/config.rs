@@ -19,6 +19,9 @@ pub struct Settings {
     pub connect: ConnectSettings,
     /// `ROTATION_STRATEGY`: the strategy for secrets that do not name one.
     pub strategy: Option<Strategy>,
+    /// `USERNAME_CHARACTER_LIMIT`: the longest alternate user name allowed, in characters
+    /// (AWS's MySQL template reads it, default 16 there); the engine's own limit applies too.
+    pub username_character_limit: Option<usize>,
 }
 
 impl Settings {
@@ -63,7 +66,15 @@ impl Settings {
                 problem: format!("must be one of {}", Strategy::NAMES),
             })?),
         };
+        let username_character_limit = match lookup("USERNAME_CHARACTER_LIMIT").filter(|s| !s.trim().is_empty()) {
+            None => engine.default_username_character_limit,
+            Some(text) => Some(text.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| Error::Config {
+                variable: "USERNAME_CHARACTER_LIMIT",
+                problem: "must be a whole number greater than 0".into(),
+            })?),
+        };
         Ok(Settings {
+            username_character_limit,
             policy: PasswordPolicy::from_lookup(lookup, engine.default_excluded_characters)?,
             connect: ConnectSettings { timeout, ca_bundle },
             strategy,

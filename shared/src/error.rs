@@ -60,8 +60,8 @@ pub enum Error {
     #[error("the master password of {account} is rejected")]
     MasterRejected { account: String },
 
-    #[error("user name {name} of the alternate user is {bytes} bytes long; {engine} allows {max}")]
-    AlternateNameTooLong { name: String, bytes: usize, max: usize, engine: &'static str },
+    #[error("user name {name} of the alternate user is {length} long; {limit}")]
+    AlternateNameTooLong { name: String, length: String, limit: String },
 
     #[error("cannot reach {host}:{port}: {detail}")]
     Unreachable { host: String, port: u16, detail: String },

@@ -1,7 +1,6 @@
 use std::fmt;
 
 use secrecy::SecretString;
-use serde::Deserialize;
 
 use crate::Error;
 
@@ -60,38 +59,32 @@ pub struct RotationEvent {
     pub rotation_token: Option<SecretString>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RawEvent {
-    step: String,
-    secret_id: String,
-    client_request_token: String,
-    #[serde(default)]
-    rotation_token: Option<SecretString>,
-}
-
 impl RotationEvent {
-    /// Parses the event, naming the field that is missing or malformed.
+    /// Parses the event, naming the field that is missing or malformed and never echoing
+    /// a value (a `RotationToken` of the wrong type would otherwise end up in a log line).
     pub fn from_json(value: serde_json::Value) -> Result<Self, Error> {
-        if !value.is_object() {
+        let serde_json::Value::Object(fields) = value else {
             return Err(Error::InvalidEvent(
                 "expected a JSON object with Step, SecretId and ClientRequestToken".into(),
             ));
-        }
-        // serde's message names the field ("missing field `SecretId`") without echoing values
-        // of the expected string type.
-        let raw: RawEvent = serde_json::from_value(value).map_err(|e| Error::InvalidEvent(e.to_string()))?;
-        if raw.secret_id.is_empty() {
-            return Err(Error::InvalidEvent("field `SecretId` is empty".into()));
-        }
-        if raw.client_request_token.is_empty() {
-            return Err(Error::InvalidEvent("field `ClientRequestToken` is empty".into()));
-        }
+        };
+        let field = |name: &'static str| -> Result<Option<String>, Error> {
+            match fields.get(name) {
+                None => Ok(None),
+                Some(serde_json::Value::String(text)) if text.is_empty() => {
+                    Err(Error::InvalidEvent(format!("field `{name}` is empty")))
+                }
+                Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
+                Some(_) => Err(Error::InvalidEvent(format!("field `{name}` must be a string"))),
+            }
+        };
+        let required =
+            |name: &'static str| field(name)?.ok_or_else(|| Error::InvalidEvent(format!("missing field `{name}`")));
         Ok(RotationEvent {
-            step: raw.step.parse()?,
-            secret_id: raw.secret_id,
-            token: raw.client_request_token,
-            rotation_token: raw.rotation_token,
+            step: required("Step")?.parse()?,
+            secret_id: required("SecretId")?,
+            token: required("ClientRequestToken")?,
+            rotation_token: field("RotationToken")?.map(SecretString::from),
         })
     }
 }

@@ -73,7 +73,7 @@ impl DatabaseSecret {
             None => None,
             Some(name) => Some(name.parse().map_err(|()| SecretProblem::InvalidField {
                 field: "rotation_strategy",
-                expected: "one of single-user, alternating-users, single-user-with-master",
+                expected: "one of single-user, alternating-users, single-user-with-master, dual-password",
             })?),
         };
 
@@ -195,6 +195,7 @@ mod tests {
         default_port: 5432,
         default_dbname: Some("postgres"),
         default_excluded_characters: ":/@\"'\\",
+        default_username_character_limit: None,
     };
 
     fn parse(value: Value) -> Result<DatabaseSecret, SecretProblem> {

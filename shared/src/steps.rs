@@ -124,10 +124,18 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             let username = alternate_username(&current.username);
             if username.len() > T::MAX_USERNAME_BYTES {
                 return Err(Error::AlternateNameTooLong {
-                    bytes: username.len(),
+                    length: format!("{} bytes", username.len()),
                     name: username,
-                    max: T::MAX_USERNAME_BYTES,
-                    engine: T::ENGINE.label,
+                    limit: format!("{} allows {}", T::ENGINE.label, T::MAX_USERNAME_BYTES),
+                });
+            }
+            if let Some(limit) = self.settings.username_character_limit
+                && username.chars().count() > limit
+            {
+                return Err(Error::AlternateNameTooLong {
+                    length: format!("{} characters", username.chars().count()),
+                    name: username,
+                    limit: format!("USERNAME_CHARACTER_LIMIT allows {limit}"),
                 });
             }
             current.with_credentials(&username, &password)
@@ -142,15 +150,10 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
     /// Changes the password on the target to the pending one.
     async fn set_secret(&self, event: &RotationEvent) -> Result<(), Error> {
         let pending = self.load(event, stage::PENDING).await?;
-        if let Login::Accepted(connection) = self.target.connect(&pending).await? {
-            self.target.close(connection).await;
-            info!("the pending password logs in already");
-            return Ok(());
-        }
         let current = self.load(event, stage::CURRENT).await?;
         let strategy = self.strategy(&current);
         match strategy {
-            Strategy::SingleUser | Strategy::SingleUserWithMaster => {
+            Strategy::SingleUser | Strategy::SingleUserWithMaster | Strategy::DualPassword => {
                 if !pending.same_account(&current) {
                     return Err(Error::UserMismatch { current: current.account(), pending: pending.account() });
                 }
@@ -166,8 +169,14 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
                 }
             }
         }
+        // Checked after the users are: a pending secret may only name the user it should.
+        if let Login::Accepted(connection) = self.target.connect(&pending).await? {
+            self.target.close(connection).await;
+            info!("the pending password logs in already");
+            return Ok(());
+        }
         let mut connection = match strategy {
-            Strategy::SingleUser => self.login_as_current_or_previous(event, &current).await?,
+            Strategy::SingleUser | Strategy::DualPassword => self.login_as_current_or_previous(event, &current).await?,
             Strategy::SingleUserWithMaster => self.login_as_master(event, &current, strategy).await?,
             Strategy::AlternatingUsers => {
                 match self.target.connect(&current).await? {
@@ -181,7 +190,12 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             Strategy::AlternatingUsers => {
                 self.target.prepare_alternate_user(&mut connection, main_username(&pending.username), &pending).await
             }
-            _ => self.target.set_password(&mut connection, &pending, &pending.password).await,
+            Strategy::DualPassword => {
+                self.target.set_password_retaining_old(&mut connection, &pending, &pending.password).await
+            }
+            Strategy::SingleUser | Strategy::SingleUserWithMaster => {
+                self.target.set_password(&mut connection, &pending, &pending.password).await
+            }
         };
         self.target.close(connection).await;
         result?;
@@ -282,6 +296,8 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
     /// cannot pass.
     async fn test_secret(&self, event: &RotationEvent) -> Result<(), Error> {
         let pending = self.load(event, stage::PENDING).await?;
+        let current = self.load(event, stage::CURRENT).await?;
+        let strategy = self.strategy(&current);
         let mut connection = match self.target.connect(&pending).await? {
             Login::Accepted(connection) => connection,
             Login::Rejected => {
@@ -292,8 +308,6 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
                 });
             }
         };
-        let current = self.load(event, stage::CURRENT).await?;
-        let strategy = self.strategy(&current);
         let checked = match strategy {
             Strategy::AlternatingUsers => {
                 self.target.check_alternate(&mut connection, main_username(&pending.username), &pending).await
@@ -302,9 +316,9 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         };
         self.target.close(connection).await;
         checked?;
-        if strategy == Strategy::AlternatingUsers {
-            // The user that was current keeps working: that is the point of the strategy.
-            info!("the pending user logs in and has the main user's access");
+        if matches!(strategy, Strategy::AlternatingUsers | Strategy::DualPassword) {
+            // The credentials that were current keep working: that is the point of these strategies.
+            info!(%strategy, "the pending credentials log in");
             return Ok(());
         }
 

@@ -1,1 +1,690 @@
 //! Unit tests of the four steps over in-memory doubles, with injected faults.
+//!
+//! Each test plays Secrets Manager: `RotateSecret` leaves the token staged `AWSPENDING` with no
+//! value, then the four steps are invoked in order through `Rotator::handle`, and the whole
+//! sequence is invoked again after a failure. Assertions are on what a user sees: which version
+//! holds which label, which password the database accepts, what the error says.
+
+use serde_json::{Value, json};
+
+use crate::testing::{FailWhen, FakeDb, FakeTarget, MemoryStore, SecretState, StoreOp, TargetOp};
+use crate::{Error, Rotator, Settings, Target, stage};
+
+const NAME: &str = "prod/orders-db";
+/// The version the secret was created with.
+const FIRST: &str = "11111111-1111-4111-8111-111111111111";
+/// The `ClientRequestToken` of the rotation under test.
+const TOKEN: &str = "22222222-2222-4222-8222-222222222222";
+const USER: &str = "orders_app";
+const HOST: &str = "orders.cluster-abc.eu-west-1.rds.amazonaws.com";
+const OLD_PASSWORD: &str = "Old-Password-7f3a9c";
+/// Sent by Secrets Manager; a credential that must reach PutSecretValue and nothing else.
+const ROTATION_TOKEN: &str = "rotation-token-e1d2c3b4a5";
+const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+/// The secret as RDS writes it, with fields the engine does not know.
+fn first_value() -> Value {
+    json!({
+        "engine": "postgres",
+        "host": HOST,
+        "port": 5432,
+        "username": USER,
+        "password": OLD_PASSWORD,
+        "dbname": "orders",
+        "dbInstanceIdentifier": "orders-prod-1",
+        "proxy": {"endpoints": ["a", "b"], "idle": null}
+    })
+}
+
+fn with_password(mut value: Value, password: &str) -> Value {
+    value["password"] = json!(password);
+    value
+}
+
+fn password_of(value: &Value) -> String {
+    value["password"].as_str().expect("the secret has a password").to_owned()
+}
+
+fn default_settings() -> Settings {
+    Settings::from_lookup(&|_| None, &FakeTarget::ENGINE).unwrap()
+}
+
+/// A secret, a database and a rotator over them.
+struct Fixture {
+    store: MemoryStore,
+    db: FakeDb,
+    rotator: Rotator<MemoryStore, FakeTarget>,
+    arn: String,
+}
+
+impl Fixture {
+    /// A secret whose `AWSCURRENT` password logs in, rotation started with [`TOKEN`].
+    fn rotating() -> Self {
+        let fixture = Fixture::not_rotating();
+        fixture.store.start_rotation(&fixture.arn, TOKEN);
+        fixture
+    }
+
+    /// A secret whose `AWSCURRENT` password logs in, with no rotation under way.
+    fn not_rotating() -> Self {
+        Fixture::with_settings(default_settings())
+    }
+
+    fn with_settings(settings: Settings) -> Self {
+        let store = MemoryStore::new();
+        let arn = store.create_secret(NAME, FIRST, &first_value());
+        let db = FakeDb::new();
+        db.set_user_password(USER, OLD_PASSWORD);
+        let rotator = Rotator::new(store.clone(), FakeTarget::with_db(db.clone()), settings);
+        Fixture { store, db, rotator, arn }
+    }
+
+    fn event(&self, step: &str, token: &str) -> Value {
+        json!({"Step": step, "SecretId": self.arn, "ClientRequestToken": token, "RotationToken": ROTATION_TOKEN})
+    }
+
+    async fn step(&self, step: &str, token: &str) -> Result<(), Error> {
+        self.rotator.handle(self.event(step, token)).await
+    }
+
+    /// The four steps in order, stopping at the first error, as Secrets Manager runs them.
+    async fn rotate(&self, token: &str) -> Result<(), Error> {
+        for step in STEPS {
+            self.step(step, token).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the whole rotation again after each failure, at most `attempts` times.
+    async fn rotate_with_retries(&self, token: &str, attempts: usize) -> Result<(), Error> {
+        let mut result = self.rotate(token).await;
+        for _ in 1..attempts {
+            if result.is_ok() {
+                break;
+            }
+            result = self.rotate(token).await;
+        }
+        result
+    }
+
+    fn state(&self) -> SecretState {
+        self.store.secret(&self.arn)
+    }
+
+    fn version_with(&self, label: &str) -> Option<String> {
+        self.store.version_with(&self.arn, label)
+    }
+
+    fn value(&self, version: &str) -> Value {
+        self.store.value(&self.arn, version).unwrap_or_else(|| panic!("version {version} holds no value"))
+    }
+
+    /// The password stored in version `version`.
+    fn password_in(&self, version: &str) -> String {
+        password_of(&self.value(version))
+    }
+
+    fn db_password(&self) -> String {
+        self.db.password(USER).expect("the user exists")
+    }
+
+    /// What a finished rotation looks like: `token` is `AWSCURRENT` with a new password the
+    /// database accepts, `previous` is `AWSPREVIOUS`, nothing is `AWSPENDING`, and every other
+    /// field of the secret is unchanged.
+    fn assert_rotated(&self, token: &str, previous: &str) {
+        let state = self.state();
+        assert_eq!(self.version_with(stage::CURRENT).as_deref(), Some(token), "AWSCURRENT: {state:#?}");
+        assert_eq!(self.version_with(stage::PREVIOUS).as_deref(), Some(previous), "AWSPREVIOUS: {state:#?}");
+        assert_eq!(self.version_with(stage::PENDING), None, "AWSPENDING left behind: {state:#?}");
+        let new_password = self.password_in(token);
+        assert_ne!(new_password, self.password_in(previous), "the password did not change");
+        assert_eq!(self.db_password(), new_password, "the database and AWSCURRENT disagree");
+        assert_eq!(self.value(token), with_password(self.value(previous), &new_password), "other fields changed");
+    }
+
+    /// Every password and token this fixture knows: none may appear in an error.
+    fn secrets(&self) -> Vec<String> {
+        let mut secrets = vec![OLD_PASSWORD.to_owned(), ROTATION_TOKEN.to_owned()];
+        secrets.extend(self.db.password(USER));
+        for version in self.state().versions.keys() {
+            if let Some(value) = self.store.value(&self.arn, version)
+                && let Some(password) = value["password"].as_str()
+            {
+                secrets.push(password.to_owned());
+            }
+        }
+        secrets
+    }
+
+    fn assert_reveals_no_secret(&self, err: &Error) {
+        assert_no_secret_in(err, &self.secrets());
+    }
+}
+
+fn assert_no_secret_in(err: &Error, secrets: &[String]) {
+    let shown = [format!("{err:?}"), err.to_string()];
+    for secret in secrets {
+        for text in &shown {
+            assert!(!text.contains(secret.as_str()), "an error reveals a secret: {text}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The guard
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_step_fails_when_rotation_is_disabled_and_changes_nothing() {
+    let f = Fixture::rotating();
+    f.store.set_rotation_enabled(&f.arn, false);
+    let before = f.state();
+    for step in STEPS {
+        let err = f.step(step, TOKEN).await.unwrap_err();
+        assert!(matches!(&err, Error::RotationDisabled { secret } if *secret == f.arn), "{step}: {err:?}");
+        assert!(!err.is_retryable());
+        assert_eq!(err.to_string(), format!("rotation is not enabled for secret {}", f.arn));
+    }
+    assert_eq!(f.state(), before);
+    assert_eq!(f.store.calls(), [StoreOp::Describe; 4], "the guard reads, nothing else");
+    assert!(f.db.calls().is_empty(), "the database was contacted");
+}
+
+#[tokio::test]
+async fn every_step_fails_when_the_token_is_not_a_version_of_the_secret() {
+    let f = Fixture::rotating();
+    let before = f.state();
+    for step in STEPS {
+        let err = f.step(step, "33333333-no-such-version").await.unwrap_err();
+        assert!(matches!(&err, Error::UnknownVersion { token, .. } if token == "33333333-no-such-version"), "{err:?}");
+        assert!(err.to_string().contains("has no version 33333333-no-such-version"), "{err}");
+        assert!(!err.is_retryable());
+    }
+    assert_eq!(f.state(), before);
+    assert!(f.db.calls().is_empty());
+}
+
+#[tokio::test]
+async fn every_step_succeeds_without_changes_when_the_token_is_already_current() {
+    let f = Fixture::not_rotating();
+    f.store.set_rotation_enabled(&f.arn, true);
+    let before = f.state();
+    for step in STEPS {
+        f.step(step, FIRST).await.unwrap_or_else(|e| panic!("{step}: {e}"));
+    }
+    assert_eq!(f.state(), before);
+    assert_eq!(f.store.calls(), [StoreOp::Describe; 4], "a finished rotation needs no other call");
+    assert!(f.db.calls().is_empty());
+    assert_eq!(f.db_password(), OLD_PASSWORD);
+}
+
+#[tokio::test]
+async fn every_step_fails_when_the_token_is_the_previous_version() {
+    let f = Fixture::rotating();
+    f.rotate(TOKEN).await.unwrap();
+    let before = f.state();
+    let db_before = f.db_password();
+    for step in STEPS {
+        let err = f.step(step, FIRST).await.unwrap_err();
+        assert!(matches!(&err, Error::NotPending { token, stages, .. } if token == FIRST && stages == "AWSPREVIOUS"));
+        assert_eq!(
+            err.to_string(),
+            format!("version {FIRST} of secret {} is not staged AWSPENDING (its stages: AWSPREVIOUS)", f.arn)
+        );
+    }
+    assert_eq!(f.state(), before);
+    assert_eq!(f.db_password(), db_before);
+}
+
+#[tokio::test]
+async fn an_unknown_step_is_rejected_by_name_before_any_call() {
+    let f = Fixture::rotating();
+    let err = f.rotator.handle(f.event("rotateSecret", TOKEN)).await.unwrap_err();
+    assert!(matches!(&err, Error::UnknownStep(step) if step == "rotateSecret"));
+    assert!(err.to_string().starts_with("unknown rotation step `rotateSecret`"), "{err}");
+    assert!(f.store.calls().is_empty());
+    f.assert_reveals_no_secret(&err);
+}
+
+#[tokio::test]
+async fn an_event_missing_a_field_is_rejected_naming_the_field() {
+    let f = Fixture::rotating();
+    for field in ["Step", "SecretId", "ClientRequestToken"] {
+        let mut event = f.event("createSecret", TOKEN);
+        event.as_object_mut().unwrap().remove(field);
+        let err = f.rotator.handle(event).await.unwrap_err();
+        assert_eq!(err.to_string(), format!("invalid rotation event: missing field `{field}`"));
+        assert_eq!(err.error_type(), "Permanent.InvalidEvent");
+        f.assert_reveals_no_secret(&err);
+    }
+    assert!(f.store.calls().is_empty());
+}
+
+/// An event whose `field` has a value of the wrong type.
+fn event_with(f: &Fixture, field: &str, value: Value) -> Value {
+    let mut event = f.event("createSecret", TOKEN);
+    event[field] = value;
+    event
+}
+
+#[tokio::test]
+async fn an_event_field_of_the_wrong_type_is_rejected_naming_the_field() {
+    let f = Fixture::rotating();
+    for (field, value) in [("ClientRequestToken", json!(null)), ("SecretId", json!(42)), ("Step", json!(["setSecret"]))]
+    {
+        let err = f.rotator.handle(event_with(&f, field, value)).await.unwrap_err();
+        assert_eq!(err.kind(), "InvalidEvent");
+        assert!(err.to_string().contains(&format!("`{field}`")), "the error does not name {field}: {err}");
+    }
+    assert!(f.store.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_rotation_token_of_the_wrong_type_is_not_echoed() {
+    let f = Fixture::rotating();
+    let err = f.rotator.handle(event_with(&f, "RotationToken", json!(987_654_321))).await.unwrap_err();
+    assert_eq!(err.kind(), "InvalidEvent");
+    assert_no_secret_in(&err, &["987654321".to_owned()]);
+}
+
+#[tokio::test]
+async fn finish_removes_a_pending_label_left_on_the_current_version() {
+    // Emulators leave AWSPENDING on the finished version; Secrets Manager then refuses the
+    // next rotation.
+    let f = Fixture::rotating();
+    f.store.put_value(&f.arn, TOKEN, &with_password(first_value(), "Emulator-Pw-1"), &[stage::PENDING]);
+    f.store.move_label(&f.arn, stage::CURRENT, Some(TOKEN), Some(FIRST));
+    f.db.set_user_password(USER, "Emulator-Pw-1");
+    for step in ["createSecret", "setSecret", "testSecret"] {
+        f.step(step, TOKEN).await.unwrap();
+    }
+    assert_eq!(f.store.labels(&f.arn, TOKEN), [stage::CURRENT, stage::PENDING], "only finishSecret changes labels");
+    f.step("finishSecret", TOKEN).await.unwrap();
+    f.assert_rotated(TOKEN, FIRST);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A whole rotation
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_rotation_makes_the_token_current_with_a_new_password_the_database_accepts() {
+    let f = Fixture::rotating();
+    f.rotate(TOKEN).await.unwrap();
+    f.assert_rotated(TOKEN, FIRST);
+    assert_eq!(f.store.labels(&f.arn, TOKEN), [stage::CURRENT]);
+    assert_eq!(f.store.labels(&f.arn, FIRST), [stage::PREVIOUS]);
+    let new_password = f.password_in(TOKEN);
+    assert_eq!(new_password.len(), 32, "PASSWORD_LENGTH defaults to 32");
+    assert_eq!(f.db.login_attempts(USER, &new_password), 2, "setSecret tries it first, testSecret logs in with it");
+    assert_eq!(f.db.passwords_set(), 1);
+}
+
+#[tokio::test]
+async fn a_rotation_keeps_every_other_field_of_the_secret_in_order() {
+    let f = Fixture::rotating();
+    f.rotate(TOKEN).await.unwrap();
+    let new = f.value(TOKEN);
+    assert_eq!(new, with_password(first_value(), &f.password_in(TOKEN)));
+    let keys: Vec<&String> = new.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["engine", "host", "port", "username", "password", "dbname", "dbInstanceIdentifier", "proxy"]);
+}
+
+#[tokio::test]
+async fn the_rotation_token_of_the_event_reaches_put_secret_value() {
+    let f = Fixture::rotating();
+    f.rotate(TOKEN).await.unwrap();
+    assert_eq!(f.store.rotation_tokens(), [Some(ROTATION_TOKEN.to_owned())]);
+
+    let without = Fixture::rotating();
+    for step in STEPS {
+        let mut event = without.event(step, TOKEN);
+        event.as_object_mut().unwrap().remove("RotationToken");
+        without.rotator.handle(event).await.unwrap();
+    }
+    assert_eq!(without.store.rotation_tokens(), [None]);
+}
+
+#[tokio::test]
+async fn create_secret_asks_for_a_password_that_follows_the_policy() {
+    let lookup = |name: &str| match name {
+        "PASSWORD_LENGTH" => Some("12".to_owned()),
+        "EXCLUDE_PUNCTUATION" => Some("true".to_owned()),
+        _ => None,
+    };
+    let f = Fixture::with_settings(Settings::from_lookup(&lookup, &FakeTarget::ENGINE).unwrap());
+    f.store.start_rotation(&f.arn, TOKEN);
+    f.step("createSecret", TOKEN).await.unwrap();
+    let password = f.password_in(TOKEN);
+    assert_eq!(password.len(), 12);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()), "{password}");
+}
+
+#[tokio::test]
+async fn create_secret_run_again_keeps_the_pending_value_it_stored() {
+    let f = Fixture::rotating();
+    f.step("createSecret", TOKEN).await.unwrap();
+    let stored = f.value(TOKEN);
+    f.step("createSecret", TOKEN).await.unwrap();
+    assert_eq!(f.value(TOKEN), stored);
+    assert_eq!(f.store.calls().iter().filter(|op| **op == StoreOp::RandomPassword).count(), 1);
+    assert_eq!(f.store.calls().iter().filter(|op| **op == StoreOp::PutPending).count(), 1);
+}
+
+#[tokio::test]
+async fn running_a_finished_rotation_again_changes_nothing() {
+    let f = Fixture::rotating();
+    f.rotate(TOKEN).await.unwrap();
+    let after = f.state();
+    let password = f.db_password();
+
+    f.rotate(TOKEN).await.unwrap();
+    for step in STEPS {
+        f.step(step, TOKEN).await.unwrap_or_else(|e| panic!("{step} alone: {e}"));
+    }
+
+    assert_eq!(f.state(), after);
+    assert_eq!(f.db_password(), password);
+    assert_eq!(f.db.passwords_set(), 1);
+    assert_eq!(f.store.rotation_tokens().len(), 1, "PutSecretValue ran again");
+}
+
+#[tokio::test]
+async fn a_second_rotation_makes_the_first_token_previous() {
+    let f = Fixture::rotating();
+    f.rotate(TOKEN).await.unwrap();
+    let next = "55555555-5555-4555-8555-555555555555";
+    f.store.start_rotation(&f.arn, next);
+    f.rotate(next).await.unwrap();
+    f.assert_rotated(next, TOKEN);
+    assert!(f.store.labels(&f.arn, FIRST).is_empty(), "the oldest version keeps a label");
+}
+
+// ---------------------------------------------------------------------------------------------
+// setSecret
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn set_secret_does_not_change_a_password_the_database_already_has() {
+    // An earlier run of this rotation changed the password and then failed.
+    let f = Fixture::rotating();
+    f.step("createSecret", TOKEN).await.unwrap();
+    f.db.set_user_password(USER, &f.password_in(TOKEN));
+    f.step("setSecret", TOKEN).await.unwrap();
+    assert_eq!(f.db.passwords_set(), 0);
+    assert_eq!(f.db.login_attempts(USER, OLD_PASSWORD), 0, "the current password was tried");
+    f.step("testSecret", TOKEN).await.unwrap();
+    f.step("finishSecret", TOKEN).await.unwrap();
+    f.assert_rotated(TOKEN, FIRST);
+}
+
+#[tokio::test]
+async fn set_secret_logs_in_with_the_previous_password_when_the_current_one_is_rejected() {
+    let f = Fixture::rotating();
+    // The secret was rotated by hand to SECOND, but the database still has the first password.
+    let second = "66666666-6666-4666-8666-666666666666";
+    f.store.put_value(&f.arn, second, &with_password(first_value(), "Second-Password-b2"), &[stage::CURRENT]);
+    assert_eq!(f.version_with(stage::PREVIOUS).as_deref(), Some(FIRST));
+
+    f.rotate(TOKEN).await.unwrap();
+
+    assert_eq!(f.db.login_attempts(USER, "Second-Password-b2"), 2, "setSecret and testSecret try AWSCURRENT");
+    assert_eq!(f.db.login_attempts(USER, OLD_PASSWORD), 1, "setSecret falls back to AWSPREVIOUS");
+    f.assert_rotated(TOKEN, second);
+}
+
+#[tokio::test]
+async fn set_secret_fails_when_neither_current_nor_previous_password_logs_in() {
+    let f = Fixture::rotating();
+    f.db.set_user_password(USER, "Changed-By-Someone-Else-9");
+    f.step("createSecret", TOKEN).await.unwrap();
+    let before = f.state();
+
+    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+
+    assert!(matches!(&err, Error::NoWorkingCredentials { user, host, port: 5432 } if user == USER && host == HOST));
+    assert_eq!(
+        err.to_string(),
+        format!("neither the AWSCURRENT nor the AWSPREVIOUS password of user {USER} logs in to {HOST}:5432")
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(f.state(), before);
+    assert_eq!(f.db_password(), "Changed-By-Someone-Else-9");
+    assert_eq!(f.db.passwords_set(), 0);
+    f.assert_reveals_no_secret(&err);
+}
+
+#[tokio::test]
+async fn set_secret_fails_when_the_previous_version_is_rejected_too() {
+    let f = Fixture::rotating();
+    let second = "66666666-6666-4666-8666-666666666666";
+    f.store.put_value(&f.arn, second, &with_password(first_value(), "Second-Password-b2"), &[stage::CURRENT]);
+    f.db.set_user_password(USER, "Changed-By-Someone-Else-9");
+
+    let err = f.rotate(TOKEN).await.unwrap_err();
+
+    assert!(matches!(err, Error::NoWorkingCredentials { .. }), "{err:?}");
+    assert_eq!(f.db.login_attempts(USER, OLD_PASSWORD), 1, "AWSPREVIOUS was not tried");
+    assert_eq!(f.db_password(), "Changed-By-Someone-Else-9");
+    f.assert_reveals_no_secret(&err);
+}
+
+#[tokio::test]
+async fn set_secret_refuses_a_pending_secret_for_another_user() {
+    let f = Fixture::rotating();
+    let mut forged = with_password(first_value(), "Forged-Password-4");
+    forged["username"] = json!("postgres");
+    f.store.put_value(&f.arn, TOKEN, &forged, &[stage::PENDING]);
+    f.db.set_user_password("postgres", "Superuser-Password-5");
+    let before = f.state();
+
+    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+
+    assert!(matches!(err, Error::UserMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains(&format!("AWSPENDING secret names postgres@{HOST}:5432")), "{err}");
+    assert!(err.to_string().contains(&format!("AWSCURRENT secret names {USER}@{HOST}:5432")), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(f.state(), before);
+    assert_eq!(f.db.password("postgres").as_deref(), Some("Superuser-Password-5"));
+    assert_eq!(f.db_password(), OLD_PASSWORD);
+    assert_eq!(f.db.passwords_set(), 0);
+    assert_no_secret_in(&err, &["Forged-Password-4".to_owned(), "Superuser-Password-5".to_owned()]);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_retryably_changes_nothing_and_a_retry_succeeds() {
+    let f = Fixture::rotating();
+    f.step("createSecret", TOKEN).await.unwrap();
+    let before = f.state();
+    let pending = f.value(TOKEN);
+    f.db.set_unreachable(true);
+
+    for step in ["setSecret", "testSecret"] {
+        let err = f.step(step, TOKEN).await.unwrap_err();
+        assert!(matches!(&err, Error::Unreachable { host, port: 5432, .. } if host == HOST), "{step}: {err:?}");
+        assert!(err.is_retryable());
+        assert_eq!(err.error_type(), "Retryable.TargetUnreachable");
+        f.assert_reveals_no_secret(&err);
+    }
+    assert!(f.rotate(TOKEN).await.is_err());
+    assert_eq!(f.state(), before);
+    assert_eq!(f.db_password(), OLD_PASSWORD);
+
+    f.db.set_unreachable(false);
+    f.rotate(TOKEN).await.unwrap();
+    f.assert_rotated(TOKEN, FIRST);
+    assert_eq!(f.value(TOKEN), pending, "the retry stored another password");
+}
+
+// ---------------------------------------------------------------------------------------------
+// testSecret
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn test_secret_fails_when_the_old_password_still_logs_in() {
+    let f = Fixture::rotating();
+    f.db.retain_old_passwords();
+    f.step("createSecret", TOKEN).await.unwrap();
+    f.step("setSecret", TOKEN).await.unwrap();
+
+    let err = f.step("testSecret", TOKEN).await.unwrap_err();
+
+    assert!(matches!(err, Error::OldPasswordStillAccepted { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("the AWSCURRENT password of user {USER} still logs in to {HOST}:5432: the password was not changed")
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(f.version_with(stage::CURRENT).as_deref(), Some(FIRST));
+    f.assert_reveals_no_secret(&err);
+}
+
+#[tokio::test]
+async fn test_secret_fails_when_the_pending_password_is_rejected() {
+    let f = Fixture::rotating();
+    f.step("createSecret", TOKEN).await.unwrap();
+
+    let err = f.step("testSecret", TOKEN).await.unwrap_err();
+
+    assert!(matches!(&err, Error::PendingRejected { user, host, port: 5432 } if user == USER && host == HOST));
+    assert_eq!(err.error_type(), "Permanent.PendingPasswordRejected");
+    assert_eq!(f.version_with(stage::CURRENT).as_deref(), Some(FIRST));
+    assert_eq!(f.db_password(), OLD_PASSWORD);
+    f.assert_reveals_no_secret(&err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults: every call can fail, before or after taking effect, and a retry recovers
+// ---------------------------------------------------------------------------------------------
+
+/// The calls a complete, fault-free rotation makes.
+async fn calls_of_a_clean_rotation() -> (Vec<StoreOp>, Vec<TargetOp>) {
+    let f = Fixture::rotating();
+    f.rotate(TOKEN).await.unwrap();
+    (f.store.calls(), f.db.calls())
+}
+
+#[tokio::test]
+async fn a_rotation_retried_after_any_secrets_manager_fault_ends_consistent() {
+    let (calls, _) = calls_of_a_clean_rotation().await;
+    assert!(calls.len() >= 12, "a rotation makes at least 12 calls: {calls:?}");
+    for when in [FailWhen::Before, FailWhen::After] {
+        for (k, op) in calls.iter().enumerate().map(|(i, op)| (i + 1, op)) {
+            let case = format!("{op:?} (call {k}) fails {when:?}");
+            let f = Fixture::rotating();
+            f.store.fail(StoreOp::Any, k, when);
+
+            let err = f.rotate(TOKEN).await.expect_err(&case);
+            assert!(
+                matches!(&err, Error::SecretsManager { operation, retryable: true, .. } if *operation == op.api_name()),
+                "{case}: the injected fault is not what the rotation reports: {err:?}"
+            );
+            f.assert_reveals_no_secret(&err);
+
+            if let Err(err) = f.rotate_with_retries(TOKEN, 3).await {
+                panic!("{case}: the retried rotation fails: {err:?}\n{:#?}", f.state());
+            }
+            f.assert_rotated(TOKEN, FIRST);
+            assert_eq!(f.store.rotation_tokens().last(), Some(&Some(ROTATION_TOKEN.to_owned())), "{case}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_retried_after_any_database_fault_ends_consistent() {
+    let (_, calls) = calls_of_a_clean_rotation().await;
+    assert!(calls.contains(&TargetOp::SetPassword) && calls.contains(&TargetOp::Check), "{calls:?}");
+    for when in [FailWhen::Before, FailWhen::After] {
+        for (k, op) in calls.iter().enumerate().map(|(i, op)| (i + 1, op)) {
+            let case = format!("{op:?} (database call {k}) fails {when:?}");
+            let f = Fixture::rotating();
+            f.db.fail(TargetOp::Any, k, when);
+
+            let err = f.rotate(TOKEN).await.expect_err(&case);
+            assert!(err.is_retryable(), "{case}: {err:?}");
+            assert!(matches!(err, Error::Unreachable { .. } | Error::Target { .. }), "{case}: {err:?}");
+            assert_eq!(f.version_with(stage::CURRENT).as_deref(), Some(FIRST), "{case}: finished despite the fault");
+            f.assert_reveals_no_secret(&err);
+
+            if let Err(err) = f.rotate_with_retries(TOKEN, 3).await {
+                panic!("{case}: the retried rotation fails: {err:?}\n{:#?}", f.state());
+            }
+            f.assert_rotated(TOKEN, FIRST);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_password_change_whose_answer_was_lost_is_not_made_twice() {
+    let f = Fixture::rotating();
+    f.db.fail(TargetOp::SetPassword, 1, FailWhen::After);
+    let err = f.rotate(TOKEN).await.unwrap_err();
+    assert!(matches!(err, Error::Target { action: "ALTER ROLE", retryable: true, .. }), "{err:?}");
+    assert_eq!(f.db_password(), f.password_in(TOKEN), "the change took effect");
+
+    f.rotate(TOKEN).await.unwrap();
+    assert_eq!(f.db.passwords_set(), 1, "the retry changed the password again");
+    f.assert_rotated(TOKEN, FIRST);
+}
+
+#[tokio::test]
+async fn a_pending_value_whose_answer_was_lost_is_kept_by_the_retry() {
+    let f = Fixture::rotating();
+    f.store.fail(StoreOp::PutPending, 1, FailWhen::After);
+    assert!(f.rotate(TOKEN).await.is_err());
+    let stored = f.value(TOKEN);
+
+    f.rotate(TOKEN).await.unwrap();
+    assert_eq!(f.value(TOKEN), stored, "the retry replaced the stored value");
+    f.assert_rotated(TOKEN, FIRST);
+}
+
+#[tokio::test]
+async fn a_finish_whose_answer_was_lost_completes_on_retry() {
+    let f = Fixture::rotating();
+    f.store.fail(StoreOp::MoveStage, 1, FailWhen::After);
+    assert!(f.rotate(TOKEN).await.is_err());
+    assert_eq!(f.version_with(stage::CURRENT).as_deref(), Some(TOKEN));
+    assert_eq!(f.version_with(stage::PENDING).as_deref(), Some(TOKEN), "AWSPENDING is still on the token");
+
+    f.rotate(TOKEN).await.unwrap();
+    f.assert_rotated(TOKEN, FIRST);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets never appear in errors
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn errors_about_a_broken_current_secret_never_reveal_its_text() {
+    let broken = [
+        r#"{"engine": "postgres", "host": "h", "username": "u", "password": "Leaky-Pass-1""#.to_owned(),
+        r#"host=h user=u password=Leaky-Pass-1"#.to_owned(),
+        r#"{"engine": "postgres", "host": "h", "username": "u", "password": "Leaky-Pass-1"} trailing"#.to_owned(),
+        r#"["Leaky-Pass-1"]"#.to_owned(),
+        r#""Leaky-Pass-1""#.to_owned(),
+    ];
+    for text in broken {
+        let f = Fixture::rotating();
+        f.store.put_text(&f.arn, "77777777-broken", &text, &[stage::CURRENT]);
+        let err = f.step("createSecret", TOKEN).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidSecret { .. }), "{text}: {err:?}");
+        assert_no_secret_in(&err, &["Leaky-Pass-1".to_owned()]);
+    }
+}
+
+#[tokio::test]
+async fn errors_about_a_wrong_field_never_reveal_the_password() {
+    let mut numeric_password = first_value();
+    numeric_password["password"] = json!(8_675_309_123_u64);
+    let mut wrong_engine = first_value();
+    wrong_engine["engine"] = json!("mysql");
+    for value in [numeric_password, wrong_engine] {
+        let f = Fixture::rotating();
+        f.store.put_value(&f.arn, "88888888-wrong", &value, &[stage::CURRENT]);
+        let err = f.step("createSecret", TOKEN).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidSecret { .. }), "{err:?}");
+        assert_no_secret_in(&err, &["8675309123".to_owned(), OLD_PASSWORD.to_owned()]);
+        f.assert_reveals_no_secret(&err);
+    }
+}

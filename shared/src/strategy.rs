@@ -16,21 +16,25 @@ pub enum Strategy {
     /// The master secret's user sets the user's password: for users that may not change
     /// their own, or whose current and previous passwords both stopped working.
     SingleUserWithMaster,
+    /// The user changes its own password and keeps the old one working until the next
+    /// rotation (MySQL 8.0.14+ `RETAIN CURRENT PASSWORD`): zero downtime for one user.
+    DualPassword,
 }
 
 impl Strategy {
-    pub const NAMES: &'static str = "single-user, alternating-users or single-user-with-master";
+    pub const NAMES: &'static str = "single-user, alternating-users, single-user-with-master or dual-password";
 
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::SingleUser => "single-user",
             Strategy::AlternatingUsers => "alternating-users",
             Strategy::SingleUserWithMaster => "single-user-with-master",
+            Strategy::DualPassword => "dual-password",
         }
     }
 
     pub fn needs_master(self) -> bool {
-        self != Strategy::SingleUser
+        matches!(self, Strategy::AlternatingUsers | Strategy::SingleUserWithMaster)
     }
 
     /// Applies the rule above.
@@ -57,6 +61,7 @@ impl FromStr for Strategy {
             "single-user" | "single" => Ok(Strategy::SingleUser),
             "alternating-users" | "alternating" | "multi-user" => Ok(Strategy::AlternatingUsers),
             "single-user-with-master" => Ok(Strategy::SingleUserWithMaster),
+            "dual-password" => Ok(Strategy::DualPassword),
             _ => Err(()),
         }
     }
@@ -99,6 +104,7 @@ mod tests {
         assert_eq!("alternating-users".parse(), Ok(Strategy::AlternatingUsers));
         assert_eq!("ALTERNATING_USERS".parse(), Ok(Strategy::AlternatingUsers));
         assert_eq!("single-user-with-master".parse(), Ok(Strategy::SingleUserWithMaster));
+        assert_eq!("dual-password".parse(), Ok(Strategy::DualPassword));
         assert_eq!("rotate-everything".parse::<Strategy>(), Err(()));
     }
 

@@ -15,6 +15,8 @@ pub struct EngineInfo {
     pub default_dbname: Option<&'static str>,
     /// `EXCLUDE_CHARACTERS` when the variable is not set, as in AWS's template for this engine.
     pub default_excluded_characters: &'static str,
+    /// `USERNAME_CHARACTER_LIMIT` when the variable is not set.
+    pub default_username_character_limit: Option<usize>,
 }
 
 /// The answer to a login attempt. A server that answered "wrong password" gives
@@ -53,6 +55,26 @@ pub trait Target: Send + Sync + Sized + 'static {
         connection: &mut Self::Connection,
         secret: &DatabaseSecret,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Sets the user's own password and keeps the old one working until the next rotation,
+    /// first discarding the password an earlier rotation kept (MySQL 8 dual passwords).
+    fn set_password_retaining_old(
+        &self,
+        connection: &mut Self::Connection,
+        secret: &DatabaseSecret,
+        new_password: &SecretString,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (connection, new_password);
+        async move {
+            Err(Error::Target {
+                action: "dual-password rotation",
+                host: secret.host.clone(),
+                port: secret.port,
+                detail: format!("{} has no dual passwords", Self::ENGINE.label),
+                retryable: false,
+            })
+        }
+    }
 
     /// As the master user, creates the alternate user of `main_user` if it is missing (else
     /// only sets its password) and gives it the main user's privileges.

@@ -2,7 +2,7 @@
 //! (start a rotation on LocalStack, invoke the four steps through the Lambda runtime
 //! API of `cargo lambda watch`) and check the result on a real database.
 //!
-//! `cargo xtask test` starts the services and passes their addresses in `ROTATION_TEST_*`
+//! `cargo xtask test` starts the services (LocalStack, PostgreSQL, MariaDB, the functions) and passes their addresses in `ROTATION_TEST_*`
 //! variables. Without them a test fails at once, saying how to run it.
 
 use std::collections::BTreeMap;
@@ -32,6 +32,11 @@ pub struct TestEnv {
     pub ca_path: String,
     /// The PostgreSQL server's log file (it logs every statement and every rejected connection).
     pub pg_log: String,
+    pub mysql_port: u16,
+    pub mysql_admin_user: String,
+    pub mysql_admin_password: String,
+    /// MariaDB's general log: every statement the server received.
+    pub mysql_log: String,
 }
 
 impl TestEnv {
@@ -50,6 +55,10 @@ impl TestEnv {
             pg_admin_password: var("ROTATION_TEST_PG_ADMIN_PASSWORD"),
             ca_path: var("ROTATION_TEST_CA_PATH"),
             pg_log: var("ROTATION_TEST_PG_LOG"),
+            mysql_port: var("ROTATION_TEST_MYSQL_PORT").parse().expect("ROTATION_TEST_MYSQL_PORT is a port"),
+            mysql_admin_user: var("ROTATION_TEST_MYSQL_ADMIN_USER"),
+            mysql_admin_password: var("ROTATION_TEST_MYSQL_ADMIN_PASSWORD"),
+            mysql_log: var("ROTATION_TEST_MYSQL_LOG"),
         }
     }
 
@@ -64,6 +73,10 @@ impl TestEnv {
             ("ROTATION_TEST_PG_ADMIN_PASSWORD", self.pg_admin_password.clone()),
             ("ROTATION_TEST_CA_PATH", self.ca_path.clone()),
             ("ROTATION_TEST_PG_LOG", self.pg_log.clone()),
+            ("ROTATION_TEST_MYSQL_PORT", self.mysql_port.to_string()),
+            ("ROTATION_TEST_MYSQL_ADMIN_USER", self.mysql_admin_user.clone()),
+            ("ROTATION_TEST_MYSQL_ADMIN_PASSWORD", self.mysql_admin_password.clone()),
+            ("ROTATION_TEST_MYSQL_LOG", self.mysql_log.clone()),
         ]
     }
 

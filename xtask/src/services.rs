@@ -84,6 +84,7 @@ pub struct Services {
     // Dropped in reverse order of start: the functions first, the database last.
     _lambda: Process,
     _localstack: Process,
+    _mariadb: Process,
     _postgres: Postgres,
 }
 
@@ -92,6 +93,7 @@ impl Services {
         let localstack_python = tools::ensure_localstack()?;
         let cargo_lambda_bin = tools::ensure_cargo_lambda()?;
         let postgres_bin = tools::ensure_postgres()?;
+        let mariadb_bin = tools::ensure_mariadb()?;
 
         let dir = std::env::temp_dir().join(format!("rotation-services-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -100,6 +102,7 @@ impl Services {
 
         let certs = crate::certs::write_test_certificates(&dir)?;
         let postgres = Postgres::start(&postgres_bin, &dir, &certs)?;
+        let mariadb = MariaDb::start(&mariadb_bin, &dir, &certs)?;
         let (localstack, aws_endpoint) = start_localstack(&localstack_python, &dir)?;
         let lambda_arn = register_placeholder_function(&aws_endpoint)?;
 
@@ -116,8 +119,19 @@ impl Services {
             pg_admin_password: postgres.admin_password.clone(),
             ca_path: certs.ca.display().to_string(),
             pg_log: postgres.log.display().to_string(),
+            mysql_port: mariadb.port,
+            mysql_admin_user: "rotation_admin".into(),
+            mysql_admin_password: mariadb.admin_password.clone(),
+            mysql_log: mariadb.log.display().to_string(),
         };
-        Ok(Services { env, dir, _lambda: lambda, _localstack: localstack, _postgres: postgres })
+        Ok(Services {
+            env,
+            dir,
+            _lambda: lambda,
+            _localstack: localstack,
+            _mariadb: mariadb.process,
+            _postgres: postgres,
+        })
     }
 }
 
@@ -173,7 +187,10 @@ fn register_placeholder_function(endpoint: &str) -> Result<String> {
 
 fn start_functions(cargo_lambda_bin: &Path, dir: &Path, port: u16, aws_endpoint: &str, ca: &Path) -> Result<Process> {
     progress("building the rotation functions");
-    tools::run(Command::new(env!("CARGO")).args(["build", "--quiet", "-p", "postgres-rotation"]), "cargo build")?;
+    tools::run(
+        Command::new(env!("CARGO")).args(["build", "--quiet", "-p", "postgres-rotation", "-p", "mysql-rotation"]),
+        "cargo build",
+    )?;
     progress(&format!("starting cargo lambda watch on 127.0.0.1:{port}"));
     let function_env = [
         format!("AWS_ENDPOINT_URL={aws_endpoint}"),
@@ -301,4 +318,73 @@ fn append(path: &Path, text: &str) -> Result<()> {
     let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
     file.write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// A private MariaDB server: TLS required for every TCP connection, every statement in the
+/// general log, and the anonymous `''@'localhost'` accounts of a default install kept, as
+/// real servers have such host-specific accounts.
+struct MariaDb {
+    process: Process,
+    port: u16,
+    admin_password: String,
+    log: PathBuf,
+}
+
+impl MariaDb {
+    fn start(bin: &Path, dir: &Path, certs: &crate::certs::TestCertificates) -> Result<Self> {
+        let port = free_port()?;
+        progress(&format!("starting MariaDB on 127.0.0.1:{port} (TLS required)"));
+        let root = dir.join("mariadb");
+        let data = root.join("data");
+        std::fs::create_dir_all(&data)?;
+        let install_db = ["mariadb-install-db", "mysql_install_db"]
+            .iter()
+            .map(|name| bin.join(name))
+            .chain([PathBuf::from("/usr/bin/mariadb-install-db")])
+            .find(|p| p.exists())
+            .context("mariadb-install-db not found beside mariadbd")?;
+        tools::run(
+            Command::new(install_db)
+                .arg(format!("--datadir={}", data.display()))
+                .args(["--auth-root-authentication-method=normal", "--user=root", "--skip-test-db"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            "mariadb-install-db",
+        )?;
+        let socket = root.join("mariadb.sock");
+        let log = root.join("general.log");
+        let mut process = Process::spawn(
+            "MariaDB",
+            Command::new(bin.join("mariadbd"))
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--port={port}"))
+                .arg(format!("--socket={}", socket.display()))
+                .arg(format!("--pid-file={}", root.join("mariadb.pid").display()))
+                .arg(format!("--ssl-cert={}", certs.server_cert.display()))
+                .arg(format!("--ssl-key={}", certs.server_key.display()))
+                .arg(format!("--general-log-file={}", log.display()))
+                .args(["--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve", "--general-log=1"])
+                .args(["--require-secure-transport=ON", "--skip-log-bin", "--innodb-buffer-pool-size=32M"]),
+            &root.join("error.log"),
+        )?;
+        wait_until("MariaDB", Duration::from_secs(60), || {
+            process.exited().with_context(|| format!("see {}", root.join("error.log").display()))?;
+            Ok(socket.exists() && port_open(port))
+        })?;
+        let admin_password = uuid::Uuid::new_v4().simple().to_string();
+        let client = ["mariadb", "mysql"].iter().map(|n| PathBuf::from("/usr/bin").join(n)).find(|p| p.exists());
+        tools::run(
+            Command::new(client.context("the mariadb client was not found")?)
+                .arg(format!("--socket={}", socket.display()))
+                .args(["-u", "root", "-e"])
+                .arg(format!(
+                    "CREATE USER 'rotation_admin'@'%' IDENTIFIED BY '{admin_password}'; \
+                     GRANT ALL PRIVILEGES ON *.* TO 'rotation_admin'@'%' WITH GRANT OPTION; \
+                     CREATE USER IF NOT EXISTS ''@'localhost'; CREATE DATABASE rotation_test;"
+                )),
+            "creating MariaDB's admin user",
+        )?;
+        Ok(MariaDb { process, port, admin_password, log })
+    }
 }

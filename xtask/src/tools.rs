@@ -141,3 +141,24 @@ fn find_postgres() -> Option<PathBuf> {
     dirs.sort();
     dirs.pop()
 }
+
+/// The directory of MariaDB's server programs (`mariadbd`, `mariadb-install-db`).
+pub fn ensure_mariadb() -> Result<PathBuf> {
+    let find =
+        || ["/usr/sbin", "/usr/bin", "/usr/local/bin"].iter().map(PathBuf::from).find(|d| d.join("mariadbd").exists());
+    if let Some(dir) = find() {
+        return Ok(dir);
+    }
+    if !is_root() {
+        bail!("MariaDB's server (mariadbd) was not found; install it, e.g. `sudo apt-get install mariadb-server`");
+    }
+    progress("installing MariaDB (apt-get install mariadb-server)");
+    run(Command::new("apt-get").args(["update", "-qq"]), "apt-get update")?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", "mariadb-server", "mariadb-client"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install mariadb-server",
+    )?;
+    find().context("MariaDB was installed but mariadbd is still not found")
+}

@@ -29,6 +29,7 @@ impl Target for Postgres {
         default_port: 5432,
         default_dbname: Some("postgres"),
         default_excluded_characters: ":/@\"'\\",
+        default_username_character_limit: None,
     };
 
     const MAX_USERNAME_BYTES: usize = MAX_IDENTIFIER_BYTES;

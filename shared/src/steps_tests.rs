@@ -688,3 +688,179 @@ async fn errors_about_a_wrong_field_never_reveal_the_password() {
         f.assert_reveals_no_secret(&err);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Strategies that use the master secret
+// ---------------------------------------------------------------------------------------------
+
+const MASTER_NAME: &str = "prod/orders-db/master";
+const MASTER_USER: &str = "rds_admin";
+const MASTER_PASSWORD: &str = "Master-Password-0b1c";
+const CLONE: &str = "orders_app_clone";
+
+/// A secret with a `masterarn` (and `extra` fields) whose master logs in, rotation started.
+fn with_master(extra: Value) -> Fixture {
+    let store = MemoryStore::new();
+    // RDS-managed master secrets hold only the credentials.
+    let master_arn =
+        store.create_secret(MASTER_NAME, FIRST, &json!({"username": MASTER_USER, "password": MASTER_PASSWORD}));
+    let mut value = first_value();
+    value["masterarn"] = json!(master_arn);
+    for (key, field) in extra.as_object().into_iter().flatten() {
+        value[key] = field.clone();
+    }
+    let arn = store.create_secret(NAME, FIRST, &value);
+    store.start_rotation(&arn, TOKEN);
+    let db = FakeDb::new();
+    db.set_user_password(USER, OLD_PASSWORD);
+    db.add_admin(MASTER_USER, MASTER_PASSWORD);
+    let rotator = Rotator::new(store.clone(), FakeTarget::with_db(db.clone()), default_settings());
+    Fixture { store, db, rotator, arn }
+}
+
+fn username_in(value: &Value) -> &str {
+    value["username"].as_str().expect("the secret has a username")
+}
+
+#[tokio::test]
+async fn alternating_users_hand_over_to_the_clone_and_back_with_no_downtime() {
+    let f = with_master(json!({}));
+    f.rotate(TOKEN).await.unwrap();
+    let current = f.value(TOKEN);
+    assert_eq!(username_in(&current), CLONE, "a masterarn means alternating users");
+    assert_eq!(f.db.password(CLONE), Some(password_of(&current)));
+    assert_eq!(f.db.member_of(CLONE).as_deref(), Some(USER));
+    assert_eq!(f.db_password(), OLD_PASSWORD, "the main user keeps working");
+    assert_eq!(f.version_with(stage::PREVIOUS).as_deref(), Some(FIRST));
+
+    const SECOND: &str = "33333333-3333-4333-8333-333333333333";
+    f.store.start_rotation(&f.arn, SECOND);
+    f.rotate(SECOND).await.unwrap();
+    let back = f.value(SECOND);
+    assert_eq!(username_in(&back), USER, "the second rotation returns to the main user");
+    assert_ne!(password_of(&back), OLD_PASSWORD);
+    assert_eq!(f.db_password(), password_of(&back));
+    assert_eq!(f.db.password(CLONE), Some(password_of(&current)), "the clone keeps working");
+}
+
+#[tokio::test]
+async fn a_missing_or_broken_master_secret_stops_create_secret_before_anything_is_stored() {
+    let cases: [(Value, &str); 3] = [
+        (json!({"masterarn": null, "rotation_strategy": "alternating-users"}), "field `masterarn` of secret"),
+        (json!({"masterarn": "arn:aws:secretsmanager:eu-west-1:1:secret:gone"}), "cannot be read"),
+        (json!({"rotation_strategy": "single-user-with-master", "host": "elsewhere.example.com"}), "is for "),
+    ];
+    for (extra, message) in cases {
+        let f = with_master(extra.clone());
+        if extra["host"].is_string() {
+            // The master secret names the real host; the user's secret another one.
+            let master = MemoryStore::arn_of(MASTER_NAME);
+            f.store.put_value(
+                &master,
+                "44444444-4444-4444-8444-444444444444",
+                &json!({
+                    "username": MASTER_USER, "password": MASTER_PASSWORD, "host": HOST
+                }),
+                &[stage::CURRENT],
+            );
+        }
+        let before = f.state();
+        let err = f.step("createSecret", TOKEN).await.unwrap_err();
+        assert!(err.to_string().contains(message), "{extra}: {err}");
+        assert!(!err.is_retryable(), "{extra}: {err:?}");
+        assert_eq!(f.state(), before, "{extra}: nothing stored");
+        f.assert_reveals_no_secret(&err);
+        assert!(!err.to_string().contains(MASTER_PASSWORD));
+    }
+}
+
+#[tokio::test]
+async fn alternating_users_refuse_a_secret_whose_current_password_fails() {
+    let f = with_master(json!({}));
+    f.step("createSecret", TOKEN).await.unwrap();
+    f.db.set_user_password(USER, "changed-by-someone-else");
+    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.kind(), "CurrentPasswordRejected", "{err}");
+    assert_eq!(f.db.password(CLONE), None, "no user was created");
+}
+
+#[tokio::test]
+async fn alternating_users_refuse_a_pending_secret_for_a_third_user() {
+    let f = with_master(json!({}));
+    let mut forged = first_value();
+    forged["username"] = json!("someone_else");
+    forged["masterarn"] = json!(MemoryStore::arn_of(MASTER_NAME));
+    f.store.put_value(&f.arn, TOKEN, &forged, &[stage::PENDING]);
+    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.kind(), "NotAlternating", "{err}");
+    assert!(err.to_string().contains("expects orders_app_clone@"), "{err}");
+    assert_eq!(f.db.password("someone_else"), None);
+}
+
+#[tokio::test]
+async fn an_alternate_name_over_the_character_limit_is_refused_before_anything_is_stored() {
+    let limit = |name: &str| (name == "USERNAME_CHARACTER_LIMIT").then(|| "12".to_owned());
+    let mut f = with_master(json!({}));
+    f.rotator = Rotator::new(
+        f.store.clone(),
+        FakeTarget::with_db(f.db.clone()),
+        Settings::from_lookup(&limit, &FakeTarget::ENGINE).unwrap(),
+    );
+    let before = f.state();
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "user name orders_app_clone of the alternate user is 16 characters long; USERNAME_CHARACTER_LIMIT allows 12"
+    );
+    assert_eq!(f.state(), before);
+}
+
+#[tokio::test]
+async fn the_master_sets_a_single_users_password_when_no_password_of_it_works() {
+    let f = with_master(json!({"rotation_strategy": "single-user-with-master"}));
+    f.db.set_user_password(USER, "lost-password");
+    f.rotate(TOKEN).await.unwrap();
+    let current = f.value(TOKEN);
+    assert_eq!(username_in(&current), USER);
+    assert_eq!(f.db_password(), password_of(&current));
+    assert_eq!(f.db.password(CLONE), None);
+}
+
+#[tokio::test]
+async fn dual_passwords_on_a_target_without_them_fail_clearly_and_change_nothing() {
+    let f = with_master(json!({"rotation_strategy": "dual-password"}));
+    f.step("createSecret", TOKEN).await.unwrap();
+    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("dual-password rotation on {HOST}:5432 failed: FakeSQL has no dual passwords"));
+    assert_eq!(f.db_password(), OLD_PASSWORD);
+}
+
+#[tokio::test]
+async fn an_alternating_rotation_retried_after_any_fault_ends_consistent() {
+    let clean = with_master(json!({}));
+    clean.rotate(TOKEN).await.unwrap();
+    let (store_calls, db_calls) = (clean.store.calls().len(), clean.db.calls().len());
+    for when in [FailWhen::Before, FailWhen::After] {
+        for k in 1..=store_calls + db_calls {
+            let case = format!("call {k} fails {when:?}");
+            let f = with_master(json!({}));
+            if k <= store_calls {
+                f.store.fail(StoreOp::Any, k, when);
+            } else {
+                f.db.fail(TargetOp::Any, k - store_calls, when);
+            }
+            let err = f.rotate(TOKEN).await.expect_err(&case);
+            assert!(err.is_retryable(), "{case}: {err:?}");
+            f.assert_reveals_no_secret(&err);
+            if let Err(err) = f.rotate_with_retries(TOKEN, 3).await {
+                panic!("{case}: the retried rotation fails: {err:?}\n{:#?}", f.state());
+            }
+            let current = f.value(TOKEN);
+            assert_eq!(f.version_with(stage::CURRENT).as_deref(), Some(TOKEN), "{case}");
+            assert_eq!(f.version_with(stage::PENDING), None, "{case}");
+            assert_eq!(username_in(&current), CLONE, "{case}");
+            assert_eq!(f.db.password(CLONE), Some(password_of(&current)), "{case}");
+            assert_eq!(f.db_password(), OLD_PASSWORD, "{case}: the main user is untouched");
+        }
+    }
+}

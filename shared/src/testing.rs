@@ -528,6 +528,7 @@ pub enum TargetOp {
     Connect,
     SetPassword,
     Check,
+    PrepareAlternate,
     /// Matches every operation (fault injection only).
     Any,
 }
@@ -547,6 +548,10 @@ struct DbState {
     calls: Vec<TargetOp>,
     login_attempts: HashMap<(String, String), usize>,
     passwords_set: usize,
+    /// Users that may change other users' passwords and create users.
+    admins: Vec<String>,
+    /// Alternate user -> the main user whose privileges it has.
+    members: HashMap<String, String>,
 }
 
 /// The database behind [`FakeTarget`]: user -> password. Clones share one state.
@@ -563,6 +568,18 @@ impl FakeDb {
     /// Creates `user`, or changes its password, outside any step.
     pub fn set_user_password(&self, user: &str, password: &str) {
         lock(&self.state).passwords.insert(user.to_owned(), password.to_owned());
+    }
+
+    /// Creates an administrator, as the master secret's user.
+    pub fn add_admin(&self, user: &str, password: &str) {
+        let mut state = lock(&self.state);
+        state.passwords.insert(user.to_owned(), password.to_owned());
+        state.admins.push(user.to_owned());
+    }
+
+    /// The main user whose privileges `user` was given, if any.
+    pub fn member_of(&self, user: &str) -> Option<String> {
+        lock(&self.state).members.get(user).cloned()
     }
 
     /// The password `user` logs in with.
@@ -684,7 +701,7 @@ impl Target for FakeTarget {
         if fault == Some(FailWhen::Before) {
             return Err(command_failed("ALTER ROLE", secret, "injected fault: connection reset", true));
         }
-        if connection.user != secret.username {
+        if connection.user != secret.username && !state.admins.contains(&connection.user) {
             return Err(command_failed("ALTER ROLE", secret, "permission denied", false));
         }
         let Some(old) = state.passwords.insert(secret.username.clone(), new_password.expose_secret().to_owned()) else {
@@ -708,6 +725,55 @@ impl Target for FakeTarget {
         }
         if connection.user != secret.username {
             return Err(command_failed("SELECT 1", secret, "the session is not the secret's user", false));
+        }
+        Ok(())
+    }
+
+    /// Only an administrator may create users; an alternate user becomes a member of the main one.
+    async fn prepare_alternate_user(
+        &self,
+        master: &mut FakeConnection,
+        main_user: &str,
+        alternate: &DatabaseSecret,
+    ) -> Result<(), Error> {
+        let (mut state, fault) = self.db.enter(TargetOp::PrepareAlternate);
+        if fault == Some(FailWhen::Before) {
+            return Err(command_failed("CREATE ROLE", alternate, "injected fault: connection reset", true));
+        }
+        if !state.admins.contains(&master.user) {
+            return Err(command_failed("CREATE ROLE", alternate, "permission denied", false));
+        }
+        state.passwords.insert(alternate.username.clone(), alternate.password.expose_secret().to_owned());
+        if alternate.username != main_user {
+            state.members.insert(alternate.username.clone(), main_user.to_owned());
+        }
+        state.passwords_set += 1;
+        if fault == Some(FailWhen::After) {
+            return Err(command_failed(
+                "CREATE ROLE",
+                alternate,
+                "injected fault: connection reset after commit",
+                true,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn check_alternate(
+        &self,
+        connection: &mut FakeConnection,
+        main_user: &str,
+        secret: &DatabaseSecret,
+    ) -> Result<(), Error> {
+        self.check(connection, secret).await?;
+        let state = lock(&self.db.state);
+        if connection.user != main_user && state.members.get(&connection.user).map(String::as_str) != Some(main_user) {
+            return Err(command_failed(
+                "SELECT 1",
+                secret,
+                "the alternate user lacks the main user's privileges",
+                false,
+            ));
         }
         Ok(())
     }

@@ -119,32 +119,38 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             info!("a pending value for this token exists already");
             return Ok(());
         }
-        let password = self.store.random_password(&self.settings.policy).await?;
-        let pending = if strategy == Strategy::AlternatingUsers {
-            let username = alternate_username(&current.username);
-            if username.len() > T::MAX_USERNAME_BYTES {
-                return Err(Error::AlternateNameTooLong {
-                    length: format!("{} bytes", username.len()),
-                    name: username,
-                    limit: format!("{} allows {}", T::ENGINE.label, T::MAX_USERNAME_BYTES),
-                });
-            }
-            if let Some(limit) = self.settings.username_character_limit
-                && username.chars().count() > limit
-            {
-                return Err(Error::AlternateNameTooLong {
-                    length: format!("{} characters", username.chars().count()),
-                    name: username,
-                    limit: format!("USERNAME_CHARACTER_LIMIT allows {limit}"),
-                });
-            }
-            current.with_credentials(&username, &password)
-        } else {
-            current.with_password(&password)
+        let username = match strategy {
+            Strategy::AlternatingUsers => self.alternate_name(&current.username)?,
+            _ => current.username.clone(),
         };
+        let password = self.store.random_password(&self.settings.policy).await?;
+        let pending = current.with_credentials(&username, &password);
         self.store.put_pending(&event.secret_id, &event.token, &pending, event.rotation_token.as_ref()).await?;
         info!(%strategy, "stored the pending version");
         Ok(())
+    }
+
+    /// The other user of an alternating pair, if the engine and `USERNAME_CHARACTER_LIMIT`
+    /// allow a name that long.
+    fn alternate_name(&self, username: &str) -> Result<String, Error> {
+        let name = alternate_username(username);
+        if name.len() > T::MAX_USERNAME_BYTES {
+            return Err(Error::AlternateNameTooLong {
+                length: format!("{} bytes", name.len()),
+                name,
+                limit: format!("{} allows {}", T::ENGINE.label, T::MAX_USERNAME_BYTES),
+            });
+        }
+        if let Some(limit) = self.settings.username_character_limit
+            && name.chars().count() > limit
+        {
+            return Err(Error::AlternateNameTooLong {
+                length: format!("{} characters", name.chars().count()),
+                name,
+                limit: format!("USERNAME_CHARACTER_LIMIT allows {limit}"),
+            });
+        }
+        Ok(name)
     }
 
     /// Changes the password on the target to the pending one.

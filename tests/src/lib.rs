@@ -190,6 +190,124 @@ impl TestEnv {
     pub fn pg_log_text(&self) -> String {
         std::fs::read_to_string(&self.pg_log).expect("read the PostgreSQL log")
     }
+
+    /// Connection options for the test MariaDB server over verified TLS (host `localhost`, the
+    /// only name its certificate holds).
+    pub fn mysql_options(&self, user: &str, password: &str) -> sqlx::mysql::MySqlConnectOptions {
+        sqlx::mysql::MySqlConnectOptions::new()
+            .host("localhost")
+            .port(self.mysql_port)
+            .username(user)
+            .password(password)
+            .ssl_mode(sqlx::mysql::MySqlSslMode::VerifyIdentity)
+            .ssl_ca(self.ca_path.as_str())
+            .log_statements(log::LevelFilter::Off)
+    }
+
+    pub async fn mysql_admin(&self) -> sqlx::mysql::MySqlConnection {
+        self.mysql_options(&self.mysql_admin_user, &self.mysql_admin_password)
+            .connect()
+            .await
+            .expect("the test MariaDB server accepts its admin user")
+    }
+
+    /// Whether `user` logs in with `password` over verified TLS. Panics when the server gives
+    /// any answer but "accepted" or "access denied" (1045).
+    pub async fn mysql_logs_in(&self, user: &str, password: &str) -> bool {
+        match self.mysql_options(user, password).connect().await {
+            Ok(connection) => {
+                connection.close().await.ok();
+                true
+            }
+            Err(sqlx::Error::Database(e))
+                if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|e| e.number()) == Some(1045) =>
+            {
+                false
+            }
+            Err(e) => panic!("MariaDB login of {user} neither accepted nor rejected: {e}"),
+        }
+    }
+
+    /// Runs SQL (text protocol, several statements allowed) as the MariaDB admin user.
+    pub async fn mysql_admin_sql(&self, sql: &str) {
+        let mut admin = self.mysql_admin().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("MariaDB admin SQL {sql:?} failed: {e}"));
+        admin.close().await.ok();
+    }
+
+    /// Runs SQL as the MariaDB admin user and returns every row, each column as the server's
+    /// text (NULL as "NULL"): the text protocol sends every value as text, numbers included.
+    pub async fn mysql_rows(&self, sql: &str) -> Vec<Vec<String>> {
+        use sqlx::Row as _;
+        let mut admin = self.mysql_admin().await;
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("MariaDB admin query {sql:?} failed: {e}"));
+        admin.close().await.ok();
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        let value: Option<Vec<u8>> = row.try_get_unchecked(i).expect("a column readable as text");
+                        value.map_or_else(|| "NULL".to_owned(), |v| String::from_utf8_lossy(&v).into_owned())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Runs SQL as `user` over verified TLS; the server's error message when it fails.
+    pub async fn mysql_sql_as(&self, user: &str, password: &str, sql: &str) -> Result<(), String> {
+        let mut connection =
+            self.mysql_options(user, password).connect().await.map_err(|e| format!("login of {user}: {e}"))?;
+        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await;
+        connection.close().await.ok();
+        result.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Creates the account `'user'@'host'` with `password`, replacing one of the same name.
+    pub async fn mysql_create_user(&self, user: &str, host: &str, password: &str) {
+        let account = mysql_account(user, host);
+        self.mysql_admin_sql(&format!(
+            "DROP USER IF EXISTS {account}; CREATE USER {account} IDENTIFIED BY {}",
+            mysql_literal(password)
+        ))
+        .await;
+    }
+
+    /// Sets an account's password behind the function's back (to stage half-finished rotations).
+    pub async fn mysql_set_password(&self, user: &str, host: &str, password: &str) {
+        self.mysql_admin_sql(&format!(
+            "SET PASSWORD FOR {} = PASSWORD({})",
+            mysql_account(user, host),
+            mysql_literal(password)
+        ))
+        .await;
+    }
+
+    /// The host parts of the accounts named `user`, sorted.
+    pub async fn mysql_hosts(&self, user: &str) -> Vec<String> {
+        let sql = format!("SELECT Host FROM mysql.user WHERE User = {} ORDER BY Host", mysql_literal(user));
+        self.mysql_rows(&sql).await.into_iter().map(|row| row[0].clone()).collect()
+    }
+
+    /// `SHOW GRANTS FOR 'user'@'host'`, one line each.
+    pub async fn mysql_grants(&self, user: &str, host: &str) -> Vec<String> {
+        self.mysql_rows(&format!("SHOW GRANTS FOR {}", mysql_account(user, host)))
+            .await
+            .into_iter()
+            .map(|row| row[0].clone())
+            .collect()
+    }
+
+    /// MariaDB's general log as it is now: every statement the server received.
+    pub fn mysql_log_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.mysql_log).expect("read the MariaDB general log")).into_owned()
+    }
 }
 
 pub fn quote_ident(name: &str) -> String {
@@ -371,4 +489,14 @@ async fn serve(listener: TcpListener, upstream: SocketAddr) {
             }
         });
     }
+}
+
+/// A MariaDB string literal for the test server's default sql_mode (backslashes escape).
+pub fn mysql_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A MariaDB account name, `'user'@'host'`.
+pub fn mysql_account(user: &str, host: &str) -> String {
+    format!("{}@{}", mysql_literal(user), mysql_literal(host))
 }

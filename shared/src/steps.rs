@@ -111,9 +111,16 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
     async fn create_secret(&self, event: &RotationEvent) -> Result<(), Error> {
         let current = self.load(event, stage::CURRENT).await?;
         let strategy = self.strategy(&current);
+        // Checked now, so a broken master secret or a server without dual passwords stops the
+        // rotation before a pending version exists to block the next one.
         if strategy.needs_master() {
-            // Checked now, so a broken master secret stops the rotation before anything is stored.
             self.load_master(event, &current, strategy).await?;
+        }
+        if strategy == Strategy::DualPassword {
+            let mut connection = self.login_as_current_or_previous(event, &current).await?;
+            let supported = self.target.check_dual_password_support(&mut connection, &current).await;
+            self.target.close(connection).await;
+            supported?;
         }
         if self.store.get_value(&event.secret_id, Some(&event.token), stage::PENDING).await?.is_some() {
             info!("a pending value for this token exists already");

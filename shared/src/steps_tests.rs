@@ -829,9 +829,10 @@ async fn the_master_sets_a_single_users_password_when_no_password_of_it_works() 
 #[tokio::test]
 async fn dual_passwords_on_a_target_without_them_fail_clearly_and_change_nothing() {
     let f = with_master(json!({"rotation_strategy": "dual-password"}));
-    f.step("createSecret", TOKEN).await.unwrap();
-    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+    let before = f.state();
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
     assert_eq!(err.to_string(), format!("dual-password rotation on {HOST}:5432 failed: FakeSQL has no dual passwords"));
+    assert_eq!(f.state(), before, "no pending version blocks the next rotation");
     assert_eq!(f.db_password(), OLD_PASSWORD);
 }
 

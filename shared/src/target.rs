@@ -28,6 +28,10 @@ pub enum Login<C> {
 }
 
 /// A service whose credentials a function rotates. Implemented once per function crate.
+///
+/// `setSecret` counts a pending password that logs in as done, so every method that changes
+/// the target must be all-or-nothing as far as that login is concerned: a half-finished change
+/// must not leave the pending credentials able to log in.
 pub trait Target: Send + Sync + Sized + 'static {
     type Connection: Send;
 
@@ -55,6 +59,25 @@ pub trait Target: Send + Sync + Sized + 'static {
         connection: &mut Self::Connection,
         secret: &DatabaseSecret,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Whether the server behind `connection` can keep two passwords of one user, asked in
+    /// `createSecret` so an unsupported strategy stops before anything is stored.
+    fn check_dual_password_support(
+        &self,
+        connection: &mut Self::Connection,
+        secret: &DatabaseSecret,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = connection;
+        async move {
+            Err(Error::Target {
+                action: "dual-password rotation",
+                host: secret.host.clone(),
+                port: secret.port,
+                detail: format!("{} has no dual passwords", Self::ENGINE.label),
+                retryable: false,
+            })
+        }
+    }
 
     /// Sets the user's own password and keeps the old one working until the next rotation,
     /// first discarding the password an earlier rotation kept (MySQL 8 dual passwords).

@@ -10,37 +10,69 @@ use serde_json::json;
 
 use crate::services::Services;
 
-const FUNCTION: &str = "postgres-rotation";
 const ROLE: &str = "demo_app";
 
-pub async fn run() -> Result<ExitCode> {
+/// The database the demo rotates a password on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Mysql,
+}
+
+impl Engine {
+    pub fn parse(name: Option<&str>) -> Option<Self> {
+        match name {
+            None | Some("postgres") | Some("postgresql") => Some(Engine::Postgres),
+            Some("mysql") | Some("mariadb") => Some(Engine::Mysql),
+            Some(_) => None,
+        }
+    }
+
+    fn function(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres-rotation",
+            Engine::Mysql => "mysql-rotation",
+        }
+    }
+}
+
+pub async fn run(engine: Engine) -> Result<ExitCode> {
     let services = Services::start()?;
     let env = &services.env;
     let client = env.secrets_client();
+    let function = engine.function();
 
     let initial_password = format!("Initial-{}", uuid::Uuid::new_v4().simple());
-    env.create_role(ROLE, &initial_password).await;
+    let (engine_name, port) = match engine {
+        Engine::Postgres => {
+            env.create_role(ROLE, &initial_password).await;
+            println!("\nPostgreSQL role {ROLE} on localhost:{} (TLS verify-full, scram-sha-256)", env.pg_port);
+            ("postgres", env.pg_port)
+        }
+        Engine::Mysql => {
+            env.mysql_create_user(ROLE, "%", &initial_password).await;
+            println!("\nMariaDB account '{ROLE}'@'%' on localhost:{} (TLS verify-full)", env.mysql_port);
+            ("mariadb", env.mysql_port)
+        }
+    };
     let value = json!({
-        "engine": "postgres",
+        "engine": engine_name,
         "host": "localhost",
-        "port": env.pg_port,
+        "port": port,
         "username": ROLE,
         "password": initial_password,
-        "dbname": "postgres",
         "ssl": true,
     });
-    let secret = create_secret(&client, "demo/postgres/demo_app", &value).await;
-    println!();
-    println!("PostgreSQL role {ROLE} on localhost:{} (TLS verify-full, scram-sha-256)", env.pg_port);
+    let secret = create_secret(&client, &format!("demo/{engine_name}/{ROLE}"), &value).await;
     println!("secret {secret}");
     show_stages("before", &stages(&client, &secret).await);
 
     let token = start_rotation(env, &client, &secret).await;
     println!("\nRotateSecret: version {token} staged AWSPENDING, no value yet");
-    println!("invoking {FUNCTION} through the Lambda runtime API (cargo lambda watch):");
+    println!("invoking {function} through the Lambda runtime API (cargo lambda watch):");
     for step in STEPS {
         let started = Instant::now();
-        let result = invoke_step(env, FUNCTION, step, &secret, &token).await;
+        let result = invoke_step(env, function, step, &secret, &token).await;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Ok(()) => println!("  {step:<13} ok      {elapsed:>8.1} ms"),
@@ -55,15 +87,27 @@ pub async fn run() -> Result<ExitCode> {
 
     let new_password =
         secret_value(&client, &secret, None, "AWSCURRENT").await["password"].as_str().unwrap_or_default().to_owned();
-    let new_works = env.pg_logs_in(ROLE, &new_password).await;
-    let old_works = env.pg_logs_in(ROLE, &initial_password).await;
+    let (new_works, old_works, server_log, hash_form) = match engine {
+        Engine::Postgres => (
+            env.pg_logs_in(ROLE, &new_password).await,
+            env.pg_logs_in(ROLE, &initial_password).await,
+            env.pg_log_text(),
+            format!("ALTER ROLE \"{ROLE}\" PASSWORD 'SCRAM-SHA-256$"),
+        ),
+        Engine::Mysql => (
+            env.mysql_logs_in(ROLE, &new_password).await,
+            env.mysql_logs_in(ROLE, &initial_password).await,
+            env.mysql_log_text(),
+            "SET PASSWORD = '*".to_owned(),
+        ),
+    };
     println!();
     println!("new password {}: {}", masked(&new_password), if new_works { "logs in" } else { "REJECTED" });
     println!("old password {}: {}", masked(&initial_password), if old_works { "STILL LOGS IN" } else { "rejected" });
-    let verifier_sent = env.pg_log_text().contains(&format!("ALTER ROLE \"{ROLE}\" PASSWORD 'SCRAM-SHA-256$"));
-    let plain_text_logged = env.pg_log_text().contains(&new_password);
+    let verifier_sent = server_log.contains(&hash_form);
+    let plain_text_logged = server_log.contains(&new_password);
     println!(
-        "server log: the password was set as a SCRAM-SHA-256 verifier: {}; the plain text appears in it: {}",
+        "server log: the password was set as a hash ({hash_form}…): {}; the plain text appears in it: {}",
         yes_no(verifier_sent),
         yes_no(plain_text_logged)
     );

@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: the developer commands of this repository.
 //!
-//! - `demo`: installs what is missing, starts LocalStack and PostgreSQL, rotates a real
-//!   password through the Lambda binary and shows what happened.
+//! - `demo [postgres | mysql]`: installs what is missing, starts LocalStack and the databases,
+//!   rotates a real password through the Lambda binary and shows what happened.
 //! - `test`: starts the services, runs every test (unit and end to end), stops the services.
 //! - `services`: starts the services and waits, printing the variables the tests read.
 //! - `bench`: measures the release binary's start-up time and memory.
@@ -19,13 +19,20 @@ use anyhow::Result;
 use services::Services;
 use tools::progress;
 
-const USAGE: &str = "usage: cargo xtask <demo | test [-- <cargo test arguments>] | services | bench>";
+const USAGE: &str =
+    "usage: cargo xtask <demo [postgres | mysql] | test [-- <cargo test arguments>] | services | bench>";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("demo") => demo::run().await,
+        Some("demo") => match demo::Engine::parse(args.get(1).map(String::as_str)) {
+            Some(engine) => demo::run(engine).await,
+            None => {
+                eprintln!("usage: cargo xtask demo [postgres | mysql]");
+                return ExitCode::from(2);
+            }
+        },
         Some("test") => test(&args[1..]),
         Some("services") => services(),
         Some("bench") => bench::run(),

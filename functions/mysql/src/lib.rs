@@ -154,6 +154,20 @@ impl Target for Mysql {
         Ok(())
     }
 
+    async fn check_dual_password_support(&self, session: &mut Session, secret: &DatabaseSecret) -> Result<(), Error> {
+        if session.server.has_dual_passwords() {
+            return Ok(());
+        }
+        Err(command_error(
+            "dual-password rotation",
+            secret,
+            format!(
+                "dual passwords (RETAIN CURRENT PASSWORD) need MySQL 8.0.14 or later; the server is {}",
+                session.server
+            ),
+        ))
+    }
+
     async fn set_password_retaining_old(
         &self,
         session: &mut Session,

@@ -177,7 +177,9 @@ impl Postgres {
             .ssl_mode(ssl_mode)
             .application_name("secrets-manager-rotation")
             .statement_cache_capacity(0)
-            .log_statements(tracing::log::LevelFilter::Off);
+            // Neither the statements nor slow ones: ALTER ROLE carries the password's verifier.
+            .log_statements(tracing::log::LevelFilter::Off)
+            .log_slow_statements(tracing::log::LevelFilter::Off, std::time::Duration::ZERO);
         if let Some(dbname) = &secret.dbname {
             options = options.database(dbname);
         }

@@ -103,12 +103,16 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         _ => false,
     };
-    Error::SecretsManager {
-        operation,
-        secret: secret_id.to_owned(),
-        detail: DisplayErrorContext(&error).to_string(),
-        retryable,
-    }
+    // A service error says what is wrong in its code and message; the full context would add
+    // the raw HTTP response.
+    let detail = match &error {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or("no message"))
+        }
+        other => DisplayErrorContext(other).to_string(),
+    };
+    Error::SecretsManager { operation, secret: secret_id.to_owned(), detail, retryable }
 }
 
 impl SecretStore for SecretsManager {

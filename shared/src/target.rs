@@ -27,6 +27,11 @@ pub enum Login<C> {
     Rejected,
 }
 
+/// The error of a strategy the target does not implement.
+fn unsupported(action: &'static str, secret: &DatabaseSecret, detail: String) -> Error {
+    Error::Target { action, host: secret.host.clone(), port: secret.port, detail, retryable: false }
+}
+
 /// A service whose credentials a function rotates. Implemented once per function crate.
 ///
 /// `setSecret` counts a pending password that logs in as done, so every method that changes
@@ -69,13 +74,7 @@ pub trait Target: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send {
         let _ = connection;
         async move {
-            Err(Error::Target {
-                action: "dual-password rotation",
-                host: secret.host.clone(),
-                port: secret.port,
-                detail: format!("{} has no dual passwords", Self::ENGINE.label),
-                retryable: false,
-            })
+            Err(unsupported("dual-password rotation", secret, format!("{} has no dual passwords", Self::ENGINE.label)))
         }
     }
 
@@ -89,13 +88,7 @@ pub trait Target: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send {
         let _ = (connection, new_password);
         async move {
-            Err(Error::Target {
-                action: "dual-password rotation",
-                host: secret.host.clone(),
-                port: secret.port,
-                detail: format!("{} has no dual passwords", Self::ENGINE.label),
-                retryable: false,
-            })
+            Err(unsupported("dual-password rotation", secret, format!("{} has no dual passwords", Self::ENGINE.label)))
         }
     }
 
@@ -109,13 +102,8 @@ pub trait Target: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send {
         let _ = (master, main_user);
         async move {
-            Err(Error::Target {
-                action: "alternating-users rotation",
-                host: alternate.host.clone(),
-                port: alternate.port,
-                detail: format!("{} does not support it yet", Self::ENGINE.label),
-                retryable: false,
-            })
+            let detail = format!("{} does not support it yet", Self::ENGINE.label);
+            Err(unsupported("alternating-users rotation", alternate, detail))
         }
     }
 

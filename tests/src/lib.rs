@@ -5,6 +5,8 @@
 //! `cargo xtask test` starts the services (LocalStack, PostgreSQL, MariaDB, the functions) and passes their addresses in `ROTATION_TEST_*`
 //! variables. Without them a test fails at once, saying how to run it.
 
+pub mod scenarios;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,6 +39,8 @@ pub struct TestEnv {
     pub mysql_admin_password: String,
     /// MariaDB's general log: every statement the server received.
     pub mysql_log: String,
+    /// The log of `cargo lambda watch` and the functions it runs.
+    pub functions_log: String,
 }
 
 impl TestEnv {
@@ -59,6 +63,7 @@ impl TestEnv {
             mysql_admin_user: var("ROTATION_TEST_MYSQL_ADMIN_USER"),
             mysql_admin_password: var("ROTATION_TEST_MYSQL_ADMIN_PASSWORD"),
             mysql_log: var("ROTATION_TEST_MYSQL_LOG"),
+            functions_log: var("ROTATION_TEST_FUNCTIONS_LOG"),
         }
     }
 
@@ -77,6 +82,7 @@ impl TestEnv {
             ("ROTATION_TEST_MYSQL_ADMIN_USER", self.mysql_admin_user.clone()),
             ("ROTATION_TEST_MYSQL_ADMIN_PASSWORD", self.mysql_admin_password.clone()),
             ("ROTATION_TEST_MYSQL_LOG", self.mysql_log.clone()),
+            ("ROTATION_TEST_FUNCTIONS_LOG", self.functions_log.clone()),
         ]
     }
 
@@ -184,6 +190,15 @@ impl TestEnv {
             .expect("query pg_roles");
         admin.close().await.ok();
         exists
+    }
+
+    /// Panics if the functions' log holds any of `secrets`.
+    pub fn assert_functions_log_hides(&self, secrets: &[&str]) {
+        let log =
+            String::from_utf8_lossy(&std::fs::read(&self.functions_log).expect("read the functions' log")).into_owned();
+        for secret in secrets {
+            assert!(!log.contains(secret), "the functions' log holds a secret value");
+        }
     }
 
     /// The server log as it is now.

@@ -123,6 +123,7 @@ impl Services {
             mysql_admin_user: "rotation_admin".into(),
             mysql_admin_password: mariadb.admin_password.clone(),
             mysql_log: mariadb.log.display().to_string(),
+            functions_log: dir.join("functions.log").display().to_string(),
         };
         Ok(Services {
             env,
@@ -200,7 +201,8 @@ fn start_functions(cargo_lambda_bin: &Path, dir: &Path, port: u16, aws_endpoint:
         format!("CA_BUNDLE_PATH={}", ca.display()),
         "CONNECT_TIMEOUT_SECONDS=3".into(),
         "AWS_LAMBDA_LOG_LEVEL=debug".into(),
-        "RUST_LOG=info,rotation=debug".into(),
+        // Everything at debug, so the tests that search this log for secrets search the most of it.
+        "RUST_LOG=debug".into(),
     ];
     let mut command = Command::new(cargo_lambda_bin.join("cargo-lambda"));
     command

@@ -1,0 +1,405 @@
+//! The end-to-end scenarios every database function must pass, written once and run for
+//! each engine by `tests/postgres.rs` and `tests/mysql.rs`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::*;
+
+/// A database engine under test and its rotation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Postgres,
+    Mysql,
+}
+
+impl Db {
+    pub fn function(self) -> &'static str {
+        match self {
+            Db::Postgres => "postgres-rotation",
+            Db::Mysql => "mysql-rotation",
+        }
+    }
+
+    /// The secret's `engine` field.
+    pub fn engine(self) -> &'static str {
+        match self {
+            Db::Postgres => "postgres",
+            Db::Mysql => "mariadb",
+        }
+    }
+
+    pub fn port(self, env: &TestEnv) -> u16 {
+        match self {
+            Db::Postgres => env.pg_port,
+            Db::Mysql => env.mysql_port,
+        }
+    }
+
+    /// Creates a user that may log in from anywhere (MySQL: `'user'@'%'`).
+    pub async fn create_user(self, env: &TestEnv, user: &str, password: &str) {
+        match self {
+            Db::Postgres => env.create_role(user, password).await,
+            Db::Mysql => env.mysql_create_user(user, "%", password).await,
+        }
+    }
+
+    /// Whether `user` logs in with `password` over verified TLS.
+    pub async fn logs_in(self, env: &TestEnv, user: &str, password: &str) -> bool {
+        match self {
+            Db::Postgres => env.pg_logs_in(user, password).await,
+            Db::Mysql => env.mysql_logs_in(user, password).await,
+        }
+    }
+
+    /// Sets a password behind the function's back, to stage half-finished rotations.
+    pub async fn set_password(self, env: &TestEnv, user: &str, password: &str) {
+        match self {
+            Db::Postgres => env.set_role_password(user, password).await,
+            Db::Mysql => env.mysql_set_password(user, "%", password).await,
+        }
+    }
+}
+
+/// A user with a known password and a secret for it, ready to rotate.
+pub struct Fixture {
+    pub db: Db,
+    pub env: TestEnv,
+    pub client: aws_sdk_secretsmanager::Client,
+    pub user: String,
+    /// The password the user had before any rotation.
+    pub password: String,
+    pub secret: String,
+}
+
+impl Fixture {
+    /// `extra` fields override or add to the secret's JSON.
+    pub async fn new(db: Db, extra: Value) -> Self {
+        let env = TestEnv::from_env();
+        let user = unique("app");
+        let password = format!("initial-{}", uuid::Uuid::new_v4().simple());
+        db.create_user(&env, &user, &password).await;
+        Fixture::for_user(db, env, &user, &password, extra).await
+    }
+
+    /// For the MySQL account `'user'@'host'`, which this creates.
+    pub async fn for_mysql_account(user: &str, host: &str, extra: Value) -> Self {
+        let env = TestEnv::from_env();
+        let password = format!("initial-{}", uuid::Uuid::new_v4().simple());
+        env.mysql_create_user(user, host, &password).await;
+        Fixture::for_user(Db::Mysql, env, user, &password, extra).await
+    }
+
+    async fn for_user(db: Db, env: TestEnv, user: &str, password: &str, extra: Value) -> Self {
+        let client = env.secrets_client();
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let mut value = json!({
+            "engine": db.engine(),
+            "host": "localhost",
+            "port": db.port(&env),
+            "username": user,
+            "password": password,
+        });
+        for (key, field) in extra.as_object().into_iter().flatten() {
+            value[key] = field.clone();
+        }
+        let secret = create_secret(&client, &unique(&format!("{}/secret", db.engine())), &value).await;
+        Fixture { db, env, client, user, password, secret }
+    }
+
+    pub async fn start_rotation(&self) -> String {
+        start_rotation(&self.env, &self.client, &self.secret).await
+    }
+
+    pub async fn step(&self, step: &str, token: &str) -> Result<(), FunctionError> {
+        invoke_step(&self.env, self.db.function(), step, &self.secret, token).await
+    }
+
+    pub async fn rotate(&self, token: &str) -> Result<(), (String, FunctionError)> {
+        rotate(&self.env, self.db.function(), &self.secret, token).await
+    }
+
+    pub async fn password_of(&self, version: Option<&str>, label: &str) -> String {
+        secret_value(&self.client, &self.secret, version, label).await["password"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn logs_in(&self, password: &str) -> bool {
+        self.db.logs_in(&self.env, &self.user, password).await
+    }
+
+    pub async fn stages(&self) -> BTreeMap<String, Vec<String>> {
+        stages(&self.client, &self.secret).await
+    }
+
+    pub async fn current_version(&self) -> Option<String> {
+        version_with(&self.client, &self.secret, "AWSCURRENT").await
+    }
+
+    /// Everything a user could see change: the stages and the database password.
+    pub async fn assert_unchanged(&self, stages_before: &BTreeMap<String, Vec<String>>) {
+        assert_eq!(&self.stages().await, stages_before, "Secrets Manager stages unchanged");
+        assert!(self.logs_in(&self.password).await, "the database password is unchanged");
+    }
+
+    /// Whether a value is stored for the token's version (no value: nothing blocks a retry).
+    pub async fn has_pending_value(&self, token: &str) -> bool {
+        let pending =
+            self.client.get_secret_value().secret_id(&self.secret).version_id(token).version_stage("AWSPENDING");
+        pending.send().await.is_ok()
+    }
+}
+
+/// A complete rotation; returns the fixture and the new password for engine-specific checks.
+pub async fn rotates_a_single_user(db: Db) -> (Fixture, String) {
+    let f = Fixture::new(db, json!({"ssl": true, "dbInstanceIdentifier": "prod-db"})).await;
+    let old_version = f.current_version().await.unwrap();
+
+    let token = f.start_rotation().await;
+    f.rotate(&token).await.expect("rotation succeeds");
+
+    let stages = f.stages().await;
+    assert_eq!(stages[&token], ["AWSCURRENT"], "the new version is current and no longer pending: {stages:?}");
+    assert_eq!(stages[&old_version], ["AWSPREVIOUS"], "{stages:?}");
+    assert!(stages.values().flatten().all(|l| l != "AWSPENDING"), "no version keeps AWSPENDING: {stages:?}");
+
+    let new_password = f.password_of(None, "AWSCURRENT").await;
+    assert_ne!(new_password, f.password);
+    assert_eq!(new_password.len(), 32);
+    assert!(f.logs_in(&new_password).await, "the new password logs in over verified TLS");
+    assert!(!f.logs_in(&f.password).await, "the old password is rejected");
+
+    let current = secret_value(&f.client, &f.secret, None, "AWSCURRENT").await;
+    assert_eq!(current["dbInstanceIdentifier"], "prod-db", "unknown fields are carried over");
+    assert_eq!(current["ssl"], true);
+    f.env.assert_functions_log_hides(&[&new_password, &f.password]);
+    (f, new_password)
+}
+
+pub async fn running_the_steps_again_changes_nothing(db: Db) {
+    let f = Fixture::new(db, json!({})).await;
+    let token = f.start_rotation().await;
+    f.rotate(&token).await.expect("first rotation");
+    let stages_after = f.stages().await;
+    let password = f.password_of(None, "AWSCURRENT").await;
+
+    f.rotate(&token).await.expect("the same rotation again succeeds");
+    for step in STEPS {
+        f.step(step, &token).await.unwrap_or_else(|e| panic!("{step} again: {e:?}"));
+    }
+    assert_eq!(f.stages().await, stages_after);
+    assert_eq!(f.password_of(None, "AWSCURRENT").await, password);
+    assert!(f.logs_in(&password).await);
+}
+
+pub async fn each_step_twice_gives_the_same_rotation(db: Db) {
+    let f = Fixture::new(db, json!({})).await;
+    let token = f.start_rotation().await;
+    // AWS sends a RotationToken, which PutSecretValue must receive and no log may show.
+    let rotation_token = format!("rotation-token-{}", uuid::Uuid::new_v4().simple());
+    let create = json!({"Step": "createSecret", "SecretId": f.secret, "ClientRequestToken": token, "RotationToken": rotation_token});
+    invoke_raw(&f.env, db.function(), &create).await.unwrap();
+    let pending = f.password_of(Some(&token), "AWSPENDING").await;
+    f.step("createSecret", &token).await.unwrap();
+    assert_eq!(f.password_of(Some(&token), "AWSPENDING").await, pending, "createSecret keeps the first pending value");
+    for step in ["setSecret", "testSecret", "finishSecret"] {
+        f.step(step, &token).await.unwrap_or_else(|e| panic!("{step}: {e:?}"));
+        f.step(step, &token).await.unwrap_or_else(|e| panic!("{step} again: {e:?}"));
+    }
+    assert_eq!(f.current_version().await.as_deref(), Some(token.as_str()));
+    assert!(f.logs_in(&pending).await);
+    assert!(!f.logs_in(&f.password).await);
+    f.env.assert_functions_log_hides(&[&rotation_token, &pending, &f.password]);
+}
+
+pub async fn an_unreachable_database_is_retryable_and_the_retry_succeeds(db: Db) {
+    let env = TestEnv::from_env();
+    let mut proxy = Proxy::start(([127, 0, 0, 1], db.port(&env)).into()).await;
+    let f = Fixture::new(db, json!({ "port": proxy.port })).await;
+    let token = f.start_rotation().await;
+    f.step("createSecret", &token).await.unwrap();
+    let stages_before = f.stages().await;
+
+    proxy.cut().await;
+    let error = f.step("setSecret", &token).await.unwrap_err();
+    assert_eq!(error.error_type, "Retryable.TargetUnreachable", "{error:?}");
+    assert!(error.message.starts_with(&format!("cannot reach localhost:{}", proxy.port)), "{error:?}");
+    f.assert_unchanged(&stages_before).await;
+
+    proxy.restore().await;
+    f.rotate(&token).await.expect("the retried rotation succeeds");
+    assert_eq!(f.current_version().await.as_deref(), Some(token.as_str()));
+    assert!(f.logs_in(&f.password_of(None, "AWSCURRENT").await).await);
+}
+
+/// The server's certificate names `localhost` only; 127.0.0.1 is the same server under a
+/// name the certificate does not cover. Returns the fixture for checks of the server's log.
+pub async fn a_certificate_for_another_host_fails(db: Db) -> Fixture {
+    let f = Fixture::new(db, json!({ "host": "127.0.0.1", "ssl": true })).await;
+    let token = f.start_rotation().await;
+    f.step("createSecret", &token).await.unwrap();
+    let stages_before = f.stages().await;
+
+    let error = f.step("setSecret", &token).await.unwrap_err();
+    assert_eq!(error.error_type, "Permanent.Tls", "{error:?}");
+    assert!(error.message.contains("127.0.0.1"), "{error:?}");
+    f.assert_unchanged(&stages_before).await;
+    f
+}
+
+pub async fn completes_a_rotation_whose_password_change_already_happened(db: Db) {
+    let f = Fixture::new(db, json!({})).await;
+    let token = f.start_rotation().await;
+    f.step("createSecret", &token).await.unwrap();
+    let pending = f.password_of(Some(&token), "AWSPENDING").await;
+    // An earlier setSecret changed the password, then the rotation stopped.
+    db.set_password(&f.env, &f.user, &pending).await;
+
+    f.rotate(&token).await.expect("the rotation completes");
+    assert_eq!(f.current_version().await.as_deref(), Some(token.as_str()));
+    assert!(f.logs_in(&pending).await);
+}
+
+pub async fn logs_in_as_previous_when_current_is_rejected(db: Db) {
+    let f = Fixture::new(db, json!({})).await;
+    let first = f.start_rotation().await;
+    f.rotate(&first).await.expect("first rotation");
+    // The database went back to the password before the first rotation (a restore, say).
+    db.set_password(&f.env, &f.user, &f.password).await;
+    assert_eq!(f.password_of(None, "AWSPREVIOUS").await, f.password);
+
+    let second = f.start_rotation().await;
+    f.rotate(&second).await.expect("second rotation logs in as AWSPREVIOUS");
+    let newest = f.password_of(None, "AWSCURRENT").await;
+    assert!(f.logs_in(&newest).await);
+    assert!(!f.logs_in(&f.password).await);
+}
+
+/// Invokes createSecret for a secret whose current value is `value`, expects `error_type` and
+/// a message containing `message`, and checks nothing changed.
+async fn assert_rejected_value(db: Db, value: Value, error_type: &str, message: &str) {
+    let env = TestEnv::from_env();
+    let client = env.secrets_client();
+    let secret = create_secret(&client, &unique(&format!("{}/bad", db.engine())), &value).await;
+    let token = start_rotation(&env, &client, &secret).await;
+    let stages_before = stages(&client, &secret).await;
+    let error = invoke_step(&env, db.function(), "createSecret", &secret, &token).await.unwrap_err();
+    assert_eq!(error.error_type, error_type, "{value}: {error:?}");
+    assert!(error.message.contains(message), "{value}: {:?} should say {message:?}", error.message);
+    assert!(error.message.contains(&secret), "the message names the secret: {error:?}");
+    assert!(!error.message.contains("s3cr3t-pw"), "the message holds no password: {error:?}");
+    assert_eq!(stages(&client, &secret).await, stages_before, "nothing changed for {value}");
+    let pending =
+        client.get_secret_value().secret_id(&secret).version_id(&token).version_stage("AWSPENDING").send().await;
+    assert!(pending.is_err(), "no pending value was stored for {value}");
+}
+
+/// `wrong_engine` is an engine the function must refuse, `expected` how it names its own.
+pub async fn a_malformed_secret_is_named_and_nothing_changes(db: Db, wrong_engine: &str, expected: &str) {
+    let good = json!({"engine": db.engine(), "host": "localhost", "username": "app", "password": "s3cr3t-pw"});
+    let without = |field: &str| {
+        let mut value = good.clone();
+        value.as_object_mut().unwrap().remove(field);
+        value
+    };
+    let with = |field: &str, v: Value| {
+        let mut value = good.clone();
+        value[field] = v;
+        value
+    };
+    let invalid = "Permanent.InvalidSecret";
+    assert_rejected_value(db, json!("s3cr3t-pw"), invalid, "is a JSON string, not an object").await;
+    assert_rejected_value(db, json!(["s3cr3t-pw"]), invalid, "is a JSON array, not an object").await;
+    for field in ["host", "username", "password"] {
+        assert_rejected_value(db, without(field), invalid, &format!("required field `{field}` is missing")).await;
+    }
+    let wrong = format!("field `engine` is `{wrong_engine}`, but this function rotates {expected}");
+    assert_rejected_value(db, with("engine", json!(wrong_engine)), invalid, &wrong).await;
+    assert_rejected_value(db, with("port", json!("five")), invalid, "field `port` must be a port number").await;
+    assert_rejected_value(db, with("ssl", json!("maybe")), invalid, "field `ssl` must be true or false").await;
+    assert_rejected_value(db, with("sslmode", json!("prefer")), invalid, "field `sslmode` must be one of").await;
+}
+
+pub async fn a_secret_that_is_not_json_is_named_and_nothing_changes(db: Db) {
+    let env = TestEnv::from_env();
+    let client = env.secrets_client();
+    let name = unique(&format!("{}/notjson", db.engine()));
+    let secret = client.create_secret().name(&name).secret_string("host=db password=s3cr3t-pw").send().await.unwrap();
+    let secret = secret.arn.unwrap();
+    let token = start_rotation(&env, &client, &secret).await;
+    let stages_before = stages(&client, &secret).await;
+    let error = invoke_step(&env, db.function(), "createSecret", &secret, &token).await.unwrap_err();
+    assert_eq!(error.error_type, "Permanent.InvalidSecret");
+    assert!(error.message.contains("is not valid JSON"), "{error:?}");
+    assert!(!error.message.contains("s3cr3t-pw"), "{error:?}");
+    assert_eq!(stages(&client, &secret).await, stages_before);
+}
+
+pub async fn bad_events_and_tokens_are_named_and_nothing_changes(db: Db) {
+    let f = Fixture::new(db, json!({})).await;
+    let first = f.start_rotation().await;
+    f.rotate(&first).await.expect("a rotation, so an AWSPREVIOUS version exists");
+    let previous = version_with(&f.client, &f.secret, "AWSPREVIOUS").await.unwrap();
+    let current_password = f.password_of(None, "AWSCURRENT").await;
+    let stages_before = f.stages().await;
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let error = f.step("setSecret", &unknown).await.unwrap_err();
+    assert_eq!(error.error_type, "Permanent.UnknownVersion");
+    assert!(error.message.contains(&unknown) && error.message.contains(&f.secret), "{error:?}");
+
+    let error = f.step("setSecret", &previous).await.unwrap_err();
+    assert_eq!(error.error_type, "Permanent.VersionNotPending");
+    assert!(error.message.contains("AWSPREVIOUS"), "{error:?}");
+
+    let error = f.step("rotateSecret", &first).await.unwrap_err();
+    assert_eq!(error.error_type, "Permanent.UnknownStep");
+    assert!(error.message.contains("`rotateSecret`"), "{error:?}");
+
+    let missing_secret = "no/such/secret";
+    let error = invoke_step(&f.env, db.function(), "setSecret", missing_secret, &first).await.unwrap_err();
+    assert_eq!(error.error_type, "Permanent.SecretsManager");
+    assert!(
+        error.message.starts_with(&format!(
+            "Secrets Manager DescribeSecret on secret {missing_secret} failed: ResourceNotFoundException"
+        )),
+        "{error:?}"
+    );
+
+    for missing in ["Step", "SecretId", "ClientRequestToken"] {
+        let mut event = json!({"Step": "createSecret", "SecretId": f.secret, "ClientRequestToken": first});
+        event.as_object_mut().unwrap().remove(missing);
+        let error = invoke_raw(&f.env, db.function(), &event).await.unwrap_err();
+        assert_eq!(error.error_type, "Permanent.InvalidEvent");
+        assert_eq!(error.message, format!("invalid rotation event: missing field `{missing}`"));
+    }
+    let event =
+        json!({"Step": "createSecret", "SecretId": f.secret, "ClientRequestToken": first, "RotationToken": 987654321});
+    let error = invoke_raw(&f.env, db.function(), &event).await.unwrap_err();
+    assert_eq!(error.message, "invalid rotation event: field `RotationToken` must be a string");
+
+    assert_eq!(f.stages().await, stages_before);
+    assert!(f.logs_in(&current_password).await);
+}
+
+pub async fn a_secret_without_rotation_enabled_is_refused(db: Db) {
+    let env = TestEnv::from_env();
+    let client = env.secrets_client();
+    let value = json!({"engine": db.engine(), "host": "localhost", "username": "app", "password": "s3cr3t-pw"});
+    let secret = create_secret(&client, &unique(&format!("{}/norotation", db.engine())), &value).await;
+    let token = uuid::Uuid::new_v4().to_string();
+    client
+        .put_secret_value()
+        .secret_id(&secret)
+        .client_request_token(&token)
+        .secret_string(value.to_string())
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    let stages_before = stages(&client, &secret).await;
+    let error = invoke_step(&env, db.function(), "setSecret", &secret, &token).await.unwrap_err();
+    assert_eq!(error.error_type, "Permanent.RotationDisabled");
+    assert_eq!(error.message, format!("rotation is not enabled for secret {secret}"));
+    assert_eq!(stages(&client, &secret).await, stages_before);
+}

@@ -1,5 +1,5 @@
 //! The end-to-end scenarios every database function must pass, written once and run for
-//! each engine by `tests/postgres.rs` and `tests/mysql.rs`.
+//! each engine by `tests/postgres.rs` and `tests/mysql.rs` through [`common_scenarios!`].
 
 use std::collections::BTreeMap;
 
@@ -402,4 +402,56 @@ pub async fn a_secret_without_rotation_enabled_is_refused(db: Db) {
     assert_eq!(error.error_type, "Permanent.RotationDisabled");
     assert_eq!(error.message, format!("rotation is not enabled for secret {secret}"));
     assert_eq!(stages(&client, &secret).await, stages_before);
+}
+
+/// Declares one `#[tokio::test]` per scenario above that needs nothing engine-specific,
+/// for the engine `$db`.
+#[macro_export]
+macro_rules! common_scenarios {
+    ($db:expr, wrong_engine: $wrong:literal, expected: $expected:literal) => {
+        #[tokio::test]
+        async fn running_the_steps_again_with_the_same_token_changes_nothing() {
+            $crate::scenarios::running_the_steps_again_changes_nothing($db).await;
+        }
+
+        #[tokio::test]
+        async fn each_step_run_twice_in_a_row_gives_the_same_rotation() {
+            $crate::scenarios::each_step_twice_gives_the_same_rotation($db).await;
+        }
+
+        #[tokio::test]
+        async fn an_unreachable_database_is_a_retryable_error_and_the_retry_succeeds() {
+            $crate::scenarios::an_unreachable_database_is_retryable_and_the_retry_succeeds($db).await;
+        }
+
+        #[tokio::test]
+        async fn completes_a_rotation_whose_password_change_already_happened() {
+            $crate::scenarios::completes_a_rotation_whose_password_change_already_happened($db).await;
+        }
+
+        #[tokio::test]
+        async fn logs_in_with_the_previous_password_when_the_current_one_is_rejected() {
+            $crate::scenarios::logs_in_as_previous_when_current_is_rejected($db).await;
+        }
+
+        #[tokio::test]
+        async fn a_malformed_secret_is_named_and_nothing_changes() {
+            $crate::scenarios::a_malformed_secret_is_named_and_nothing_changes($db, $wrong, $expected).await;
+        }
+
+        #[tokio::test]
+        async fn a_secret_that_is_not_json_is_named_and_nothing_changes() {
+            $crate::scenarios::a_secret_that_is_not_json_is_named_and_nothing_changes($db).await;
+        }
+
+        #[tokio::test]
+        async fn bad_events_and_tokens_are_named_and_nothing_changes() {
+            $crate::scenarios::bad_events_and_tokens_are_named_and_nothing_changes($db).await;
+        }
+
+        #[tokio::test]
+        async fn a_secret_without_rotation_enabled_is_refused() {
+            $crate::scenarios::a_secret_without_rotation_enabled_is_refused($db).await;
+        }
+    };
 }

@@ -52,52 +52,6 @@ async fn a_certificate_for_another_host_fails_without_a_plain_text_attempt() {
 }
 
 #[tokio::test]
-async fn running_the_steps_again_with_the_same_token_changes_nothing() {
-    scenarios::running_the_steps_again_changes_nothing(DB).await;
-}
-
-#[tokio::test]
-async fn each_step_run_twice_in_a_row_gives_the_same_rotation() {
-    scenarios::each_step_twice_gives_the_same_rotation(DB).await;
-}
-
-#[tokio::test]
-async fn an_unreachable_database_is_a_retryable_error_and_the_retry_succeeds() {
-    scenarios::an_unreachable_database_is_retryable_and_the_retry_succeeds(DB).await;
-}
-
-#[tokio::test]
-async fn completes_a_rotation_whose_password_change_already_happened() {
-    scenarios::completes_a_rotation_whose_password_change_already_happened(DB).await;
-}
-
-#[tokio::test]
-async fn logs_in_with_the_previous_password_when_the_current_one_is_rejected() {
-    scenarios::logs_in_as_previous_when_current_is_rejected(DB).await;
-}
-
-#[tokio::test]
-async fn a_malformed_secret_is_named_and_nothing_changes() {
-    scenarios::a_malformed_secret_is_named_and_nothing_changes(DB, "postgres", "mysql or aurora-mysql or mariadb")
-        .await;
-}
-
-#[tokio::test]
-async fn a_secret_that_is_not_json_is_named_and_nothing_changes() {
-    scenarios::a_secret_that_is_not_json_is_named_and_nothing_changes(DB).await;
-}
-
-#[tokio::test]
-async fn bad_events_and_tokens_are_named_and_nothing_changes() {
-    scenarios::bad_events_and_tokens_are_named_and_nothing_changes(DB).await;
-}
-
-#[tokio::test]
-async fn a_secret_without_rotation_enabled_is_refused() {
-    scenarios::a_secret_without_rotation_enabled_is_refused(DB).await;
-}
-
-#[tokio::test]
 async fn dual_passwords_on_mariadb_are_refused_clearly_and_nothing_changes() {
     let f = Fixture::new(DB, json!({"rotation_strategy": "dual-password"})).await;
     let token = f.start_rotation().await;
@@ -113,3 +67,5 @@ async fn dual_passwords_on_mariadb_are_refused_clearly_and_nothing_changes() {
         f.client.get_secret_value().secret_id(&f.secret).version_id(&token).version_stage("AWSPENDING").send().await;
     assert!(pending.is_err(), "no pending value was stored, so nothing blocks a corrected rotation");
 }
+
+e2e::common_scenarios!(DB, wrong_engine: "postgres", expected: "mysql or aurora-mysql or mariadb");

@@ -36,8 +36,8 @@ impl Engine {
     }
 }
 
-pub async fn run(engine: Engine) -> Result<ExitCode> {
-    let services = Services::start()?;
+pub async fn run(engine: Engine, release: bool) -> Result<ExitCode> {
+    let services = Services::start(release)?;
     let env = &services.env;
     let client = env.secrets_client();
     let function = engine.function();

@@ -1,6 +1,6 @@
 //! `cargo xtask <command>`: the developer commands of this repository.
 //!
-//! - `demo [postgres | mysql]`: installs what is missing, starts LocalStack and the databases,
+//! - `demo [postgres | mysql] [--release]`: installs what is missing, starts LocalStack and the databases,
 //!   rotates a real password through the Lambda binary and shows what happened.
 //! - `test`: starts the services, runs every test (unit and end to end), stops the services.
 //! - `services`: starts the services and waits, printing the variables the tests read.
@@ -20,19 +20,23 @@ use services::Services;
 use tools::progress;
 
 const USAGE: &str =
-    "usage: cargo xtask <demo [postgres | mysql] | test [-- <cargo test arguments>] | services | bench>";
+    "usage: cargo xtask <demo [postgres | mysql] [--release] | test [-- <cargo test arguments>] | services | bench>";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("demo") => match demo::Engine::parse(args.get(1).map(String::as_str)) {
-            Some(engine) => demo::run(engine).await,
-            None => {
-                eprintln!("usage: cargo xtask demo [postgres | mysql]");
-                return ExitCode::from(2);
+        Some("demo") => {
+            let release = args.iter().any(|a| a == "--release");
+            let engine = args.iter().skip(1).find(|a| *a != "--release").map(String::as_str);
+            match demo::Engine::parse(engine) {
+                Some(engine) => demo::run(engine, release).await,
+                None => {
+                    eprintln!("usage: cargo xtask demo [postgres | mysql] [--release]");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         Some("test") => test(&args[1..]),
         Some("services") => services(),
         Some("bench") => bench::run(),
@@ -51,7 +55,7 @@ async fn main() -> ExitCode {
 }
 
 fn test(extra: &[String]) -> Result<ExitCode> {
-    let services = Services::start()?;
+    let services = Services::start(false)?;
     progress("running cargo test --workspace");
     let mut command = Command::new(env!("CARGO"));
     command
@@ -72,7 +76,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
 }
 
 fn services() -> Result<ExitCode> {
-    let services = Services::start()?;
+    let services = Services::start(false)?;
     for (name, value) in services.env.to_vars() {
         println!("export {name}={value}");
     }

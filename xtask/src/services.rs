@@ -89,7 +89,9 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn start() -> Result<Self> {
+    /// `release`: build and run the functions with the release profile (slower to build,
+    /// representative timings).
+    pub fn start(release: bool) -> Result<Self> {
         let localstack_python = tools::ensure_localstack()?;
         let cargo_lambda_bin = tools::ensure_cargo_lambda()?;
         let postgres_bin = tools::ensure_postgres()?;
@@ -108,7 +110,7 @@ impl Services {
 
         let functions_port = free_port()?;
         let lambda_url = format!("http://127.0.0.1:{functions_port}");
-        let lambda = start_functions(&cargo_lambda_bin, &dir, functions_port, &aws_endpoint, &certs.ca)?;
+        let lambda = start_functions(&cargo_lambda_bin, &dir, functions_port, &aws_endpoint, &certs.ca, release)?;
 
         let env = TestEnv {
             aws_endpoint,
@@ -186,10 +188,24 @@ fn register_placeholder_function(endpoint: &str) -> Result<String> {
     created["FunctionArn"].as_str().map(str::to_owned).context("LocalStack's CreateFunction returned no FunctionArn")
 }
 
-fn start_functions(cargo_lambda_bin: &Path, dir: &Path, port: u16, aws_endpoint: &str, ca: &Path) -> Result<Process> {
-    progress("building the rotation functions");
+fn start_functions(
+    cargo_lambda_bin: &Path,
+    dir: &Path,
+    port: u16,
+    aws_endpoint: &str,
+    ca: &Path,
+    release: bool,
+) -> Result<Process> {
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    progress(if release {
+        "building the rotation functions (release profile)"
+    } else {
+        "building the rotation functions"
+    });
     tools::run(
-        Command::new(env!("CARGO")).args(["build", "--quiet", "-p", "postgres-rotation", "-p", "mysql-rotation"]),
+        Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "postgres-rotation", "-p", "mysql-rotation"])
+            .args(profile),
         "cargo build",
     )?;
     progress(&format!("starting cargo lambda watch on 127.0.0.1:{port}"));
@@ -208,6 +224,7 @@ fn start_functions(cargo_lambda_bin: &Path, dir: &Path, port: u16, aws_endpoint:
     command
         .args(["lambda", "watch", "--ignore-changes", "--invoke-address", "127.0.0.1", "--invoke-port"])
         .arg(port.to_string())
+        .args(profile)
         .current_dir(workspace_root());
     for variable in &function_env {
         command.arg("--env-var").arg(variable);

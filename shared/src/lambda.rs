@@ -5,7 +5,7 @@ use crate::{Rotator, SecretsManager, Settings, Target};
 /// The whole `main` of a rotation function: reads the settings, builds the Secrets
 /// Manager client and the target once per process, then serves rotation events.
 pub async fn run<T: Target>() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    init_logging();
     let settings = Settings::from_env(&T::ENGINE).inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
     let store = SecretsManager::from_env().await;
     let rotator = Rotator::new(store, T::new(settings.connect.clone()), settings);
@@ -15,4 +15,27 @@ pub async fn run<T: Target>() -> Result<(), lambda_runtime::Error> {
         Box::pin(rotator.handle(event.payload)).await.map_err(Diagnostic::from)
     }))
     .await
+}
+
+/// Logs as Lambda's advanced logging controls ask (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`,
+/// else `RUST_LOG`, else INFO), but never below DEBUG, whatever the variables say: at TRACE the
+/// runtime logs each raw event (with its `RotationToken`) and the AWS SDK each request body (with
+/// the new secret value).
+fn init_logging() {
+    use lambda_runtime::tracing::subscriber::filter::{EnvFilter, LevelFilter};
+    use lambda_runtime::tracing::subscriber::{fmt, prelude::*, registry};
+
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|level| level.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let requested = EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
+    let logs = registry().with(LevelFilter::DEBUG).with(requested);
+    let format = fmt::layer().with_target(false).without_time();
+    if std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        logs.with(format.json()).init();
+    } else {
+        logs.with(format).init();
+    }
 }

@@ -46,12 +46,13 @@ impl PasswordPolicy {
 }
 
 /// AWS's templates read `true`, `1`, `y`, `yes` as true and anything else as false, so a
-/// typo silently weakens the policy. Here a value that is neither is an error.
+/// typo silently weakens the policy. Here a value that is neither is an error, and an empty
+/// one means the default.
 fn flag(lookup: &impl Fn(&str) -> Option<String>, variable: &'static str, default: bool) -> Result<bool, Error> {
-    let Some(text) = lookup(variable) else { return Ok(default) };
+    let Some(text) = lookup(variable).filter(|text| !text.trim().is_empty()) else { return Ok(default) };
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "y" | "yes" => Ok(true),
-        "false" | "0" | "n" | "no" | "" => Ok(false),
+        "false" | "0" | "n" | "no" => Ok(false),
         _ => Err(Error::Config { variable, problem: "must be true or false (true/1/y/yes or false/0/n/no)".into() }),
     }
 }
@@ -116,6 +117,12 @@ mod tests {
         assert!(policy(&[("PASSWORD_LENGTH", "4097")]).is_err());
         let err = policy(&[("EXCLUDE_NUMBERS", "ture")]).unwrap_err();
         assert!(err.to_string().contains("EXCLUDE_NUMBERS"));
+    }
+
+    #[test]
+    fn an_empty_flag_means_its_default() {
+        assert!(policy(&[("REQUIRE_EACH_INCLUDED_TYPE", "")]).unwrap().require_each_included_type);
+        assert!(!policy(&[("EXCLUDE_NUMBERS", " ")]).unwrap().exclude_numbers);
     }
 
     #[test]

@@ -104,25 +104,27 @@ impl DatabaseSecret {
             Value::Object(fields) => fields,
             other => return Err(SecretProblem::NotAnObject(json_type(&other))),
         };
-        for field in ["engine", "host", "port", "dbname", "ssl", "sslmode"] {
+        for field in ["engine", "host", "port", "dbname"] {
             if !fields.contains_key(field)
                 && let Some(value) = user.fields.get(field)
             {
                 fields.insert(field.to_owned(), value.clone());
             }
         }
+        // `ssl` and `sslmode` are one setting: a master secret that says either keeps its own,
+        // so the user's secret cannot weaken the TLS the master's asks for.
+        if !fields.contains_key("ssl") && !fields.contains_key("sslmode") {
+            for field in ["ssl", "sslmode"] {
+                if let Some(value) = user.fields.get(field) {
+                    fields.insert(field.to_owned(), value.clone());
+                }
+            }
+        }
         let text = SecretString::from(Value::Object(fields).to_string());
         DatabaseSecret::parse(&text, engine)
     }
 
-    /// The JSON of this secret with another password, every other field unchanged.
-    pub fn with_password(&self, password: &SecretString) -> SecretString {
-        let mut fields = self.fields.clone();
-        fields.insert("password".into(), Value::String(password.expose_secret().to_owned()));
-        SecretString::from(Value::Object(fields).to_string())
-    }
-
-    /// The JSON of this secret for another user with another password.
+    /// The JSON of this secret with another username and password, every other field unchanged.
     pub fn with_credentials(&self, username: &str, password: &SecretString) -> SecretString {
         let mut fields = self.fields.clone();
         fields.insert("username".into(), Value::String(username.to_owned()));
@@ -268,14 +270,14 @@ mod tests {
     }
 
     #[test]
-    fn keeps_every_other_field_verbatim_when_the_password_changes() {
+    fn keeps_every_other_field_verbatim_when_the_credentials_change() {
         let mut value = base();
         value["port"] = json!("5433");
         value["dbInstanceIdentifier"] = json!("prod-db");
         value["nested"] = json!({"a": [1, 2, {"b": null}]});
         let secret = parse(value.clone()).unwrap();
         let next: Value =
-            serde_json::from_str(secret.with_password(&SecretString::from("pw-2")).expose_secret()).unwrap();
+            serde_json::from_str(secret.with_credentials("app", &SecretString::from("pw-2")).expose_secret()).unwrap();
         value["password"] = json!("pw-2");
         assert_eq!(next, value);
         let keys: Vec<_> = next.as_object().unwrap().keys().cloned().collect();
@@ -304,6 +306,12 @@ mod tests {
             ("db.example.com", 6543, Some("app"))
         );
         assert_eq!(master.username, "admin");
+        let mut plain = base();
+        plain["sslmode"] = json!("disable");
+        let plain = parse(plain).unwrap();
+        let strict = json!({"username": "admin", "password": "master-pw", "ssl": true}).to_string();
+        let strict = DatabaseSecret::parse_master(&SecretString::from(strict), &PG, &plain).unwrap();
+        assert_eq!(strict.tls, TlsMode::VerifyFull, "the user's sslmode does not override the master's ssl");
         let elsewhere = json!({"username": "admin", "password": "x", "host": "other.example.com"}).to_string();
         let elsewhere = DatabaseSecret::parse_master(&SecretString::from(elsewhere), &PG, &user).unwrap();
         assert!(!elsewhere.same_server(&user));

@@ -28,10 +28,6 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         Rotator { store, target, settings }
     }
 
-    pub fn target(&self) -> &T {
-        &self.target
-    }
-
     /// Runs the step an event asks for, with one log span around it.
     pub async fn handle(&self, event: serde_json::Value) -> Result<(), Error> {
         let started = Instant::now();

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{Error, PasswordPolicy, SecretProblem, stage};
@@ -103,14 +103,23 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         _ => false,
     };
-    // A service error says what is wrong in its code and message; the full context would add
-    // the raw HTTP response.
+    // Display only, never Debug: the Debug form of an SDK error holds the raw HTTP response,
+    // whose body can be a secret value.
     let detail = match &error {
         SdkError::ServiceError(service) => {
             let err = service.err();
             format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or("no message"))
         }
-        other => DisplayErrorContext(other).to_string(),
+        other => {
+            let mut detail = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                detail.push_str(": ");
+                detail.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            detail
+        }
     };
     Error::SecretsManager { operation, secret: secret_id.to_owned(), detail, retryable }
 }

@@ -216,9 +216,10 @@ fn start_functions(
         "AWS_SECRET_ACCESS_KEY=test".into(),
         format!("CA_BUNDLE_PATH={}", ca.display()),
         "CONNECT_TIMEOUT_SECONDS=3".into(),
-        "AWS_LAMBDA_LOG_LEVEL=debug".into(),
-        // Everything at debug, so the tests that search this log for secrets search the most of it.
-        "RUST_LOG=debug".into(),
+        // The most verbose settings there are, so the tests that search this log for secrets
+        // search everything the functions can be made to log.
+        "AWS_LAMBDA_LOG_LEVEL=trace".into(),
+        "RUST_LOG=trace".into(),
     ];
     let mut command = Command::new(cargo_lambda_bin.join("cargo-lambda"));
     command

@@ -94,7 +94,8 @@ impl Target for Postgres {
     }
 
     async fn check(&self, connection: &mut PgConnection, secret: &DatabaseSecret) -> Result<(), Error> {
-        let user: String = sqlx::query_scalar("SELECT current_user::text")
+        // session_user: the role that logged in (a clone's sessions act as the main user).
+        let user: String = sqlx::query_scalar("SELECT session_user::text")
             .fetch_one(&mut *connection)
             .await
             .map_err(|e| target_error("test query", secret, &e))?;
@@ -218,6 +219,10 @@ async fn alternate_user_statements(
         .await
         .map_err(fail)?;
     match existing {
+        // The main user owns the privileges the pair shares: creating it would make an empty role.
+        None if alternate.username == main_user => {
+            return Err(invalid(format!("the main user {main_user} of the alternating pair does not exist")));
+        }
         None => statements.push(format!("CREATE ROLE {clone} LOGIN PASSWORD {password}")),
         Some(true) => statements.push(format!("ALTER ROLE {clone} PASSWORD {password}")),
         Some(false) => statements.push(format!("ALTER ROLE {clone} LOGIN PASSWORD {password}")),

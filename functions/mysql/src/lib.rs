@@ -155,17 +155,30 @@ impl Target for Mysql {
     }
 
     async fn check_dual_password_support(&self, session: &mut Session, secret: &DatabaseSecret) -> Result<(), Error> {
-        if session.server.has_dual_passwords() {
-            return Ok(());
-        }
-        Err(command_error(
-            "dual-password rotation",
-            secret,
-            format!(
+        const ACTION: &str = "dual-password rotation";
+        if !session.server.has_dual_passwords() {
+            let detail = format!(
                 "dual passwords (RETAIN CURRENT PASSWORD) need MySQL 8.0.14 or later; the server is {}",
                 session.server
-            ),
-        ))
+            );
+            return Err(command_error(ACTION, secret, detail));
+        }
+        // Keeping the current password needs one of these privileges; without them setSecret
+        // would fail after the pending version is stored.
+        let grants = fetch_texts(session, "SHOW GRANTS").await.map_err(|e| target_error(ACTION, secret, &e))?;
+        let privileged = grants.iter().any(|grant| {
+            let grant = grant.to_ascii_uppercase();
+            grant.contains("APPLICATION_PASSWORD_ADMIN")
+                || (grant.contains(" ON *.* ") && (grant.contains("CREATE USER") || grant.contains("ALL PRIVILEGES")))
+        });
+        if !privileged {
+            let detail = format!(
+                "{} lacks APPLICATION_PASSWORD_ADMIN (or CREATE USER), which keeping the current password needs",
+                session.current_account()
+            );
+            return Err(command_error(ACTION, secret, detail));
+        }
+        Ok(())
     }
 
     async fn set_password_retaining_old(
@@ -317,9 +330,11 @@ async fn set_own_password(
     let change = own_password_change(&session.server, &plugin, password.expose_secret(), session.mode)
         .map_err(|detail| command_error(ACTION, secret, detail))?;
     let secrets = password_forms(password, session.mode);
+    let mut sent_as_text = change.plain_text;
     match execute(session, &change.statement).await {
         Ok(()) => {}
         Err(error) if is_access_denied(&error) && change.plain_text_fallback.is_some() => {
+            sent_as_text = true;
             info!(
                 account = %session.current_account(),
                 "MySQL lets an account without the CREATE USER privilege set its own password only as text: \
@@ -330,7 +345,7 @@ async fn set_own_password(
         }
         Err(error) => return Err(password_error(ACTION, secret, &error, &secrets)),
     }
-    info!(account = %session.current_account(), as_hash = !change.plain_text, "changed the account's own password");
+    info!(account = %session.current_account(), as_hash = !sent_as_text, "changed the account's own password");
     Ok(())
 }
 
@@ -361,6 +376,23 @@ async fn set_account_passwords(
         return Err(command_error(ACTION, secret, format!("there is no account with user name {user}")));
     }
     let secrets = password_forms(password, session.mode);
+    if session.server.has_alter_user() {
+        // One statement for every host part: the pending password must not log in from one
+        // host while another still has the old one, or a retried setSecret would stop early.
+        let mut specifications = Vec::with_capacity(accounts.len());
+        let mut plain_text = false;
+        for row in &accounts {
+            let (clause, plain) = password_clause(&session.server, &row.plugin, password.expose_secret(), session.mode)
+                .map_err(|detail| command_error(ACTION, secret, detail))?;
+            let account = account(user, &row.host, session.mode).map_err(|d| command_error(ACTION, secret, d))?;
+            specifications.push(format!("{account} {clause}"));
+            plain_text |= plain;
+        }
+        let statement = format!("ALTER USER {}", specifications.join(", "));
+        execute(session, &statement).await.map_err(|e| password_error(ACTION, secret, &e, &secrets))?;
+        info!(user, hosts = accounts.len(), as_hash = !plain_text, "set the account's password on every host");
+        return Ok(());
+    }
     for account in &accounts {
         let change = account_password_change(
             &session.server,
@@ -475,21 +507,27 @@ async fn prepare_clone(master: &mut Session, main_user: &str, alternate: &Databa
 
     let password = alternate.password.expose_secret();
     let secrets = password_forms(&alternate.password, master.mode);
+    let mut specifications = Vec::with_capacity(mains.len());
+    let mut plain_text = false;
     for main in &mains {
         let host = main.host.as_str();
         let clone_account = account(clone, host, master.mode).map_err(fail)?;
-        let (clause, plain_text) =
-            password_clause(&master.server, &main.plugin, password, master.mode).map_err(fail)?;
-        let attributes = match clones.get(host) {
-            Some(present) if present.attributes != main.attributes => {
-                main.attributes.clauses(master.mode).map_err(fail)?
-            }
-            _ => String::new(),
-        };
-        let statement = format!("ALTER USER {clone_account} {clause}{attributes} ACCOUNT UNLOCK");
-        execute(master, &statement).await.map_err(|e| password_error(ACTION, alternate, &e, &secrets))?;
-        info!(user = clone, host, as_hash = !plain_text, "set the alternate user's password");
+        if let Some(present) = clones.get(host)
+            && present.attributes != main.attributes
+        {
+            let attributes = main.attributes.clauses(master.mode).map_err(fail)?;
+            let statement = format!("ALTER USER {clone_account}{attributes}");
+            execute(master, &statement).await.map_err(|e| statement_error(ACTION, alternate, &statement, &e))?;
+        }
+        let (clause, plain) = password_clause(&master.server, &main.plugin, password, master.mode).map_err(fail)?;
+        specifications.push(format!("{clone_account} {clause}"));
+        plain_text |= plain;
     }
+    // The passwords of every host part, and the unlock, in one statement: a retried setSecret
+    // stops as soon as the pending password logs in, so no host may get it before the others.
+    let statement = format!("ALTER USER {} ACCOUNT UNLOCK", specifications.join(", "));
+    execute(master, &statement).await.map_err(|e| password_error(ACTION, alternate, &e, &secrets))?;
+    info!(user = clone, hosts = mains.len(), as_hash = !plain_text, "set the alternate user's password on every host");
     Ok(())
 }
 

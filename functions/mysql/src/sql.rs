@@ -92,8 +92,8 @@ impl Plugin {
 
 /// One password change: the statement to send and, when the hash form may be refused to an
 /// account without the `CREATE USER` privilege, the plain-text statement to send instead.
-/// Neither is ever logged or put into an error message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Neither is ever logged or put into an error message, and `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PasswordChange {
     pub statement: String,
     /// Sent only when `statement` fails with "access denied" (MySQL only lets an account
@@ -101,6 +101,15 @@ pub struct PasswordChange {
     pub plain_text_fallback: Option<String>,
     /// Whether `statement` itself carries the plain text.
     pub plain_text: bool,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordChange")
+            .field("has_plain_text_fallback", &self.plain_text_fallback.is_some())
+            .field("plain_text", &self.plain_text)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The statement with which the logged-in account changes its own password.

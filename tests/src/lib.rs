@@ -9,6 +9,8 @@ pub mod scenarios;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
@@ -463,11 +465,12 @@ pub async fn secret_value(client: &Client, secret_id: &str, version: Option<&str
     serde_json::from_str(out.secret_string().expect("a SecretString")).expect("secret is JSON")
 }
 
-/// A TCP proxy on a fixed loopback port that can be cut and restored, to make a target
-/// unreachable in the middle of a rotation.
+/// A TCP proxy on a fixed loopback port that can be cut and restored, or made to stall, to
+/// make a target unreachable or silent in the middle of a rotation.
 pub struct Proxy {
     pub port: u16,
     upstream: SocketAddr,
+    stalled: Arc<AtomicBool>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -475,7 +478,9 @@ impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
-        Proxy { port, upstream, task: Some(tokio::spawn(serve(listener, upstream))) }
+        let stalled = Arc::new(AtomicBool::new(false));
+        let task = Some(tokio::spawn(serve(listener, upstream, stalled.clone())));
+        Proxy { port, upstream, stalled, task }
     }
 
     /// Closes the port and every connection through it: connections are refused.
@@ -489,15 +494,28 @@ impl Proxy {
     /// Listens on the same port again.
     pub async fn restore(&mut self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await.expect("rebind proxy port");
-        self.task = Some(tokio::spawn(serve(listener, self.upstream)));
+        self.task = Some(tokio::spawn(serve(listener, self.upstream, self.stalled.clone())));
+    }
+
+    /// While set, new connections are accepted and then never answered, like a server behind
+    /// a firewall that drops packets.
+    pub fn stall(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
     }
 }
 
-async fn serve(listener: TcpListener, upstream: SocketAddr) {
+async fn serve(listener: TcpListener, upstream: SocketAddr, stalled: Arc<AtomicBool>) {
     // Connections live in this set, so aborting the accept loop drops them all.
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else { continue };
+        if stalled.load(Ordering::SeqCst) {
+            connections.spawn(async move {
+                let _held_open = inbound;
+                std::future::pending::<()>().await;
+            });
+            continue;
+        }
         connections.spawn(async move {
             if let Ok(mut outbound) = TcpStream::connect(upstream).await {
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;

@@ -232,6 +232,26 @@ pub async fn an_unreachable_database_is_retryable_and_the_retry_succeeds(db: Db)
     assert!(f.logs_in(&f.password_of(None, "AWSCURRENT").await).await);
 }
 
+pub async fn a_silent_database_times_out_retryably_and_the_retry_succeeds(db: Db) {
+    let env = TestEnv::from_env();
+    let proxy = Proxy::start(([127, 0, 0, 1], db.port(&env)).into()).await;
+    let f = Fixture::new(db, json!({ "port": proxy.port })).await;
+    let token = f.start_rotation().await;
+    f.step("createSecret", &token).await.unwrap();
+    let stages_before = f.stages().await;
+
+    proxy.stall(true);
+    let error = f.step("setSecret", &token).await.unwrap_err();
+    assert_eq!(error.error_type, "Retryable.TargetUnreachable", "{error:?}");
+    // `cargo xtask` runs the functions with CONNECT_TIMEOUT_SECONDS=3.
+    assert!(error.message.contains("no answer within 3s (CONNECT_TIMEOUT_SECONDS)"), "{error:?}");
+    f.assert_unchanged(&stages_before).await;
+
+    proxy.stall(false);
+    f.rotate(&token).await.expect("the retried rotation succeeds");
+    assert!(f.logs_in(&f.password_of(None, "AWSCURRENT").await).await);
+}
+
 /// The server's certificate names `localhost` only; 127.0.0.1 is the same server under a
 /// name the certificate does not cover. Returns the fixture for checks of the server's log.
 pub async fn a_certificate_for_another_host_fails(db: Db) -> Fixture {
@@ -422,6 +442,11 @@ macro_rules! common_scenarios {
         #[tokio::test]
         async fn an_unreachable_database_is_a_retryable_error_and_the_retry_succeeds() {
             $crate::scenarios::an_unreachable_database_is_retryable_and_the_retry_succeeds($db).await;
+        }
+
+        #[tokio::test]
+        async fn a_silent_database_times_out_retryably_and_the_retry_succeeds() {
+            $crate::scenarios::a_silent_database_times_out_retryably_and_the_retry_succeeds($db).await;
         }
 
         #[tokio::test]

@@ -20,7 +20,7 @@ enum Guard {
     /// The token is already `AWSCURRENT`: the rotation is complete.
     AlreadyCurrent(SecretVersions),
     /// The token is `AWSPENDING`: the step has work to do.
-    Pending,
+    Pending(SecretVersions),
 }
 
 impl<S: SecretStore, T: Target> Rotator<S, T> {
@@ -74,11 +74,11 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
                 info!("the token is already AWSCURRENT: nothing to do");
                 Ok(())
             }
-            Guard::Pending => match event.step {
+            Guard::Pending(versions) => match event.step {
                 Step::Create => self.create_secret(event).await,
                 Step::Set => self.set_secret(event).await,
                 Step::Test => self.test_secret(event).await,
-                Step::Finish => self.finish_secret(event).await,
+                Step::Finish => self.finish_secret(event, &versions).await,
             },
         }
     }
@@ -99,7 +99,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             let stages = if labels.is_empty() { "none".to_owned() } else { labels.join(", ") };
             return Err(Error::NotPending { secret: event.secret_id.clone(), token: event.token.clone(), stages });
         }
-        Ok(Guard::Pending)
+        Ok(Guard::Pending(versions))
     }
 
     /// Stores a new version, staged `AWSPENDING`, with a new password (and, for alternating
@@ -348,8 +348,8 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
     }
 
     /// Makes the token `AWSCURRENT` and takes `AWSPENDING` off it.
-    async fn finish_secret(&self, event: &RotationEvent) -> Result<(), Error> {
-        let versions = self.store.describe(&event.secret_id).await?;
+    /// `versions` is what the guard read just before.
+    async fn finish_secret(&self, event: &RotationEvent, versions: &SecretVersions) -> Result<(), Error> {
         let current_version = versions.version_with(stage::CURRENT).map(str::to_owned);
         if current_version.as_deref() != Some(event.token.as_str()) {
             self.store

@@ -346,6 +346,13 @@ async fn set_own_password(
         Err(error) => return Err(password_error(ACTION, secret, &error, &secrets)),
     }
     info!(account = %session.current_account(), as_hash = !sent_as_text, "changed the account's own password");
+    if session.server.has_dual_passwords() {
+        // A secondary password kept by an earlier dual-password rotation would otherwise keep
+        // working after a switch to single user. Needs APPLICATION_PASSWORD_ADMIN; best effort.
+        if let Err(error) = execute(session, "ALTER USER CURRENT_USER() DISCARD OLD PASSWORD").await {
+            debug!(error = %error, "could not discard a secondary password");
+        }
+    }
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! The PostgreSQL rotation function, end to end: the real binary under `cargo lambda watch`,
 //! LocalStack's Secrets Manager, and a real PostgreSQL server with TLS and SCRAM.
 
-use e2e::scenarios::{self, Db};
+use e2e::scenarios::{self, Db, Fixture};
+use serde_json::json;
 
 const DB: Db = Db::Postgres;
 
@@ -14,6 +15,46 @@ async fn rotates_the_password_of_a_single_user() {
         "the verifier is what the server saw"
     );
     assert!(!log.contains(&new_password), "the plain-text password never reaches the server log");
+    let function_logins = function_logins(&log, &f.user);
+    assert!(!function_logins.is_empty(), "the function's logins are logged");
+    assert!(function_logins.iter().all(|l| l.contains("SSL enabled")), "every login used TLS: {function_logins:?}");
+}
+
+/// The server's "connection authorized" lines of the function's sessions as `user`.
+fn function_logins(log: &str, user: &str) -> Vec<String> {
+    let authorized = format!("connection authorized: user={user} ");
+    log.lines()
+        .filter(|l| l.contains(&authorized) && l.contains("application_name=secrets-manager-rotation"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn ssl_false_means_plain_text_and_only_then() {
+    let f = Fixture::new(DB, json!({"ssl": false})).await;
+    // pg_hba.conf lets members of plaintext_users log in without TLS.
+    f.env
+        .admin_sql(&format!(
+            "DO $$ BEGIN CREATE ROLE plaintext_users NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             GRANT plaintext_users TO \"{}\"",
+            f.user
+        ))
+        .await;
+    let token = f.start_rotation().await;
+    f.rotate(&token).await.expect("a rotation in plain text, as the secret asks");
+    assert!(f.logs_in(&f.password_of(None, "AWSCURRENT").await).await);
+    let function_logins = function_logins(&f.env.pg_log_text(), &f.user);
+    assert!(!function_logins.is_empty());
+    assert!(function_logins.iter().all(|l| !l.contains("SSL enabled")), "{function_logins:?}");
+}
+
+#[tokio::test]
+async fn verify_ca_checks_the_chain_but_not_the_host_name() {
+    // The certificate names localhost only; verify-ca accepts it for 127.0.0.1, verify-full does not.
+    let f = Fixture::new(DB, json!({"host": "127.0.0.1", "sslmode": "verify-ca"})).await;
+    let token = f.start_rotation().await;
+    f.rotate(&token).await.expect("verify-ca does not check the host name");
+    assert!(f.logs_in(&f.password_of(None, "AWSCURRENT").await).await);
 }
 
 #[tokio::test]

@@ -242,8 +242,8 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
-/// A private PostgreSQL cluster: SCRAM passwords, TLS required for TCP connections,
-/// every statement and every refused connection logged.
+/// A private PostgreSQL cluster: SCRAM passwords, TLS required for TCP connections (but for
+/// members of `plaintext_users`), every connection and every statement logged.
 struct Postgres {
     bin: PathBuf,
     data: PathBuf,
@@ -302,8 +302,10 @@ impl Postgres {
         append(&postgres.data.join("postgresql.conf"), &conf)?;
         std::fs::write(
             postgres.data.join("pg_hba.conf"),
+            // Plain text only for members of plaintext_users (a test of `"ssl": false` makes one).
             "local all all scram-sha-256\n\
              hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all +plaintext_users 127.0.0.1/32 scram-sha-256\n\
              hostnossl all all 0.0.0.0/0 reject\n",
         )?;
         postgres.run_tool(

@@ -76,10 +76,6 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn server(&self) -> &ServerVersion {
-        &self.server
-    }
-
     /// `user@host` of the authenticated account, for messages.
     pub fn current_account(&self) -> String {
         format!("{}@{}", self.user, self.host)

@@ -69,10 +69,6 @@ impl ServerVersion {
         Ok(ServerVersion { flavour, major, minor, patch, aurora: None })
     }
 
-    pub fn is_mariadb(&self) -> bool {
-        self.flavour == Flavour::MariaDb
-    }
-
     fn at_least(&self, major: u16, minor: u16, patch: u16) -> bool {
         (self.major, self.minor, self.patch) >= (major, minor, patch)
     }

@@ -340,13 +340,14 @@ fn target_error(action: &'static str, secret: &DatabaseSecret, error: &sqlx::Err
     Error::Target { action, host: secret.host.clone(), port: secret.port, detail: error.to_string(), retryable }
 }
 
-/// Quotes a role name as a PostgreSQL identifier: any name works, quotes and spaces included.
+/// Quotes a PostgreSQL identifier (a role or setting name): any name works, quotes and spaces
+/// included; a name PostgreSQL would truncate is refused.
 pub fn quote_identifier(name: &str) -> Result<String, String> {
     if name.is_empty() || name.contains('\0') {
-        return Err("a role name must be non-empty and hold no NUL character".into());
+        return Err("a name must be non-empty and hold no NUL character".into());
     }
     if name.len() > MAX_IDENTIFIER_BYTES {
-        return Err(format!("role name {name} is {} bytes long; PostgreSQL allows {MAX_IDENTIFIER_BYTES}", name.len()));
+        return Err(format!("name {name} is {} bytes long; PostgreSQL allows {MAX_IDENTIFIER_BYTES}", name.len()));
     }
     Ok(format!("\"{}\"", name.replace('"', "\"\"")))
 }

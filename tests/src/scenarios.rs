@@ -76,11 +76,15 @@ pub struct Fixture {
 impl Fixture {
     /// `extra` fields override or add to the secret's JSON.
     pub async fn new(db: Db, extra: Value) -> Self {
+        Fixture::with_user(db, &unique("app"), extra).await
+    }
+
+    /// For a user of the given name, which this creates with a new password.
+    pub async fn with_user(db: Db, user: &str, extra: Value) -> Self {
         let env = TestEnv::from_env();
-        let user = unique("app");
         let password = format!("initial-{}", uuid::Uuid::new_v4().simple());
-        db.create_user(&env, &user, &password).await;
-        Fixture::for_user(db, env, &user, &password, extra).await
+        db.create_user(&env, user, &password).await;
+        Fixture::for_user(db, env, user, &password, extra).await
     }
 
     /// For the MySQL account `'user'@'host'`, which this creates.
@@ -118,6 +122,19 @@ impl Fixture {
 
     pub async fn rotate(&self, token: &str) -> Result<(), (String, FunctionError)> {
         rotate(&self.env, self.db.function(), &self.secret, token).await
+    }
+
+    /// Starts a rotation and runs its four steps, which must succeed; returns the token.
+    pub async fn rotate_once(&self) -> String {
+        let token = self.start_rotation().await;
+        self.rotate(&token).await.expect("rotation succeeds");
+        token
+    }
+
+    /// The username and password of the `AWSCURRENT` version.
+    pub async fn current_credentials(&self) -> (String, String) {
+        let value = secret_value(&self.client, &self.secret, None, "AWSCURRENT").await;
+        (value["username"].as_str().unwrap().to_owned(), value["password"].as_str().unwrap().to_owned())
     }
 
     pub async fn password_of(&self, version: Option<&str>, label: &str) -> String {

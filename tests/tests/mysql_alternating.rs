@@ -1,5 +1,6 @@
 //! Alternating users and single user with the master secret, for MySQL/MariaDB, end to end.
 
+use e2e::scenarios::{Db, Fixture};
 use e2e::*;
 use serde_json::{Value, json};
 
@@ -22,44 +23,41 @@ async fn create_master(env: &TestEnv, client: &aws_sdk_secretsmanager::Client) -
     (name, secret)
 }
 
+/// A main account `'main'@'%'` and its secret pointing at a master secret.
 struct Pair {
-    env: TestEnv,
-    client: aws_sdk_secretsmanager::Client,
+    fixture: Fixture,
     master: String,
     main: String,
     clone: String,
-    password: String,
-    secret: String,
+}
+
+impl std::ops::Deref for Pair {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.fixture
+    }
 }
 
 impl Pair {
-    /// A main account `'main'@'%'` and its secret pointing at a master secret.
+    /// `extra` fields override or add to the secret's JSON (`"masterarn": null` removes it).
     async fn new(main: &str, extra: Value) -> Self {
         let env = TestEnv::from_env();
-        let client = env.secrets_client();
-        let (master, master_secret) = create_master(&env, &client).await;
-        let password = format!("main-{}", uuid::Uuid::new_v4().simple());
-        env.mysql_create_user(main, "%", &password).await;
-        let mut value = json!({
-            "engine": "mariadb", "host": "localhost", "port": env.mysql_port, "username": main,
-            "password": password, "masterarn": master_secret,
-        });
+        let (master, master_secret) = create_master(&env, &env.secrets_client()).await;
+        let mut fields = json!({ "masterarn": master_secret });
         for (key, field) in extra.as_object().into_iter().flatten() {
-            value[key] = field.clone();
+            fields[key] = field.clone();
         }
-        let secret = create_secret(&client, &unique("mysql/pair"), &value).await;
-        Pair { env, client, master, main: main.to_owned(), clone: format!("{main}_clone"), password, secret }
+        let fixture = Fixture::with_user(Db::Mysql, main, fields).await;
+        Pair { fixture, master, main: main.to_owned(), clone: format!("{main}_clone") }
     }
 
     async fn rotate(&self) -> String {
-        let token = start_rotation(&self.env, &self.client, &self.secret).await;
-        rotate(&self.env, FUNCTION, &self.secret, &token).await.expect("rotation succeeds");
-        token
+        self.fixture.rotate_once().await
     }
 
     async fn current(&self) -> (String, String) {
-        let value = secret_value(&self.client, &self.secret, None, "AWSCURRENT").await;
-        (value["username"].as_str().unwrap().to_owned(), value["password"].as_str().unwrap().to_owned())
+        self.fixture.current_credentials().await
     }
 
     /// A table `rotation_test.<name>_<main>`, as `db`.`table`.

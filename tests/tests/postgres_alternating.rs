@@ -1,5 +1,6 @@
 //! Alternating users and single user with the master secret, for PostgreSQL, end to end.
 
+use e2e::scenarios::{Db, Fixture};
 use e2e::*;
 use serde_json::{Value, json};
 
@@ -14,22 +15,30 @@ async fn create_master(env: &TestEnv, client: &aws_sdk_secretsmanager::Client) -
     create_secret(client, &unique("pg/master"), &json!({"username": name, "password": password})).await
 }
 
+/// A main role owning a table, and its secret pointing at a master secret.
 struct Pair {
-    env: TestEnv,
-    client: aws_sdk_secretsmanager::Client,
+    fixture: Fixture,
     main: String,
-    password: String,
-    secret: String,
+}
+
+impl std::ops::Deref for Pair {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.fixture
+    }
 }
 
 impl Pair {
-    /// A main role owning a table, and its secret pointing at a master secret.
+    /// `extra` fields override or add to the secret's JSON (`"masterarn": null` removes it).
     async fn new(main: &str, extra: Value) -> Self {
         let env = TestEnv::from_env();
-        let client = env.secrets_client();
-        let master = create_master(&env, &client).await;
-        let password = format!("main-{}", uuid::Uuid::new_v4().simple());
-        env.create_role(main, &password).await;
+        let master = create_master(&env, &env.secrets_client()).await;
+        let mut fields = json!({ "masterarn": master });
+        for (key, field) in extra.as_object().into_iter().flatten() {
+            fields[key] = field.clone();
+        }
+        let fixture = Fixture::with_user(Db::Postgres, main, fields).await;
         let schema = quote_ident(main);
         env.admin_sql(&format!(
             "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema} AUTHORIZATION {schema}; \
@@ -37,26 +46,15 @@ impl Pair {
              ALTER ROLE {schema} SET search_path TO {schema}, public"
         ))
         .await;
-        let mut value = json!({
-            "engine": "postgres", "host": "localhost", "port": env.pg_port, "username": main,
-            "password": password, "dbname": "postgres", "masterarn": master,
-        });
-        for (key, field) in extra.as_object().into_iter().flatten() {
-            value[key] = field.clone();
-        }
-        let secret = create_secret(&client, &unique("pg/pair"), &value).await;
-        Pair { env, client, main: main.to_owned(), password, secret }
+        Pair { fixture, main: main.to_owned() }
     }
 
     async fn rotate(&self) -> String {
-        let token = start_rotation(&self.env, &self.client, &self.secret).await;
-        rotate(&self.env, FUNCTION, &self.secret, &token).await.expect("rotation succeeds");
-        token
+        self.fixture.rotate_once().await
     }
 
     async fn current(&self) -> (String, String) {
-        let value = secret_value(&self.client, &self.secret, None, "AWSCURRENT").await;
-        (value["username"].as_str().unwrap().to_owned(), value["password"].as_str().unwrap().to_owned())
+        self.fixture.current_credentials().await
     }
 }
 

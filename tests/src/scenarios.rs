@@ -105,9 +105,7 @@ impl Fixture {
             "username": user,
             "password": password,
         });
-        for (key, field) in extra.as_object().into_iter().flatten() {
-            value[key] = field.clone();
-        }
+        overlay(&mut value, &extra);
         let secret = create_secret(&client, &unique(&format!("{}/secret", db.engine())), &value).await;
         Fixture { db, env, client, user, password, secret }
     }
@@ -122,6 +120,14 @@ impl Fixture {
 
     pub async fn rotate(&self, token: &str) -> Result<(), (String, FunctionError)> {
         rotate(&self.env, self.db.function(), &self.secret, token).await
+    }
+
+    /// For a user of the given name whose secret names `masterarn` (`extra` may override it,
+    /// `"masterarn": null` removes it).
+    pub async fn with_master(db: Db, user: &str, masterarn: &str, extra: Value) -> Self {
+        let mut fields = json!({ "masterarn": masterarn });
+        overlay(&mut fields, &extra);
+        Fixture::with_user(db, user, fields).await
     }
 
     /// Starts a rotation and runs its four steps, which must succeed; returns the token.
@@ -164,6 +170,13 @@ impl Fixture {
         let pending =
             self.client.get_secret_value().secret_id(&self.secret).version_id(token).version_stage("AWSPENDING");
         pending.send().await.is_ok()
+    }
+}
+
+/// Sets every field of `extra` on `value`, replacing what is there.
+fn overlay(value: &mut Value, extra: &Value) {
+    for (key, field) in extra.as_object().into_iter().flatten() {
+        value[key] = field.clone();
     }
 }
 

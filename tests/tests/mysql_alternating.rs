@@ -44,11 +44,7 @@ impl Pair {
     async fn new(main: &str, extra: Value) -> Self {
         let env = TestEnv::from_env();
         let (master, master_secret) = create_master(&env, &env.secrets_client()).await;
-        let mut fields = json!({ "masterarn": master_secret });
-        for (key, field) in extra.as_object().into_iter().flatten() {
-            fields[key] = field.clone();
-        }
-        let fixture = Fixture::with_user(Db::Mysql, main, fields).await;
+        let fixture = Fixture::with_master(Db::Mysql, main, &master_secret, extra).await;
         Pair { fixture, master, main: main.to_owned(), clone: format!("{main}_clone") }
     }
 

@@ -34,11 +34,7 @@ impl Pair {
     async fn new(main: &str, extra: Value) -> Self {
         let env = TestEnv::from_env();
         let master = create_master(&env, &env.secrets_client()).await;
-        let mut fields = json!({ "masterarn": master });
-        for (key, field) in extra.as_object().into_iter().flatten() {
-            fields[key] = field.clone();
-        }
-        let fixture = Fixture::with_user(Db::Postgres, main, fields).await;
+        let fixture = Fixture::with_master(Db::Postgres, main, &master, extra).await;
         let schema = quote_ident(main);
         env.admin_sql(&format!(
             "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema} AUTHORIZATION {schema}; \

@@ -6,9 +6,11 @@
 //! once; a function crate only implements [`Target`] for its service and calls [`run`].
 
 mod config;
+pub mod deadline;
 mod error;
 mod event;
 mod lambda;
+pub mod net;
 mod policy;
 mod secret;
 mod steps;
@@ -28,6 +30,10 @@ pub use store::{SecretStore, SecretVersions, SecretsManager};
 pub use strategy::{Strategy, alternate_username, main_username};
 pub use target::{EngineInfo, Login, Target};
 pub use tls::TlsMode;
+
+/// The Amazon RDS global certificate bundle (every region's root CAs), trusted beside Mozilla's
+/// roots so that RDS, Aurora and RDS Proxy verify with no setting. Provenance: `shared/certs/README.md`.
+pub const AMAZON_RDS_ROOTS_PEM: &[u8] = include_bytes!("../certs/amazon-rds-global.pem");
 
 /// Re-exported so that function crates and tests name one `SecretString` type.
 pub use secrecy::{ExposeSecret, SecretString};

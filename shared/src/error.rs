@@ -80,6 +80,13 @@ pub enum Error {
     #[error("the AWSCURRENT password of user {user} still logs in to {host}:{port}: the password was not changed")]
     OldPasswordStillAccepted { user: String, host: String, port: u16 },
 
+    #[error(
+        "{step} did not finish before the invocation's deadline: a login, statement or Secrets Manager call \
+         was still waiting (see the log lines before this one); raise the function's timeout or lower \
+         CONNECT_TIMEOUT_SECONDS / STATEMENT_TIMEOUT_SECONDS"
+    )]
+    OutOfTime { step: String },
+
     #[error("{action} on {host}:{port} failed: {detail}")]
     Target { action: &'static str, host: String, port: u16, detail: String, retryable: bool },
 }
@@ -105,7 +112,7 @@ impl Error {
     /// Whether the same rotation can succeed later without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unreachable { .. } => true,
+            Error::Unreachable { .. } | Error::OutOfTime { .. } => true,
             Error::SecretsManager { retryable, .. } | Error::Target { retryable, .. } => *retryable,
             _ => false,
         }
@@ -135,6 +142,7 @@ impl Error {
             Error::NoWorkingCredentials { .. } => "NoWorkingCredentials",
             Error::PendingRejected { .. } => "PendingPasswordRejected",
             Error::OldPasswordStillAccepted { .. } => "OldPasswordStillAccepted",
+            Error::OutOfTime { .. } => "OutOfTime",
             Error::Target { .. } => "TargetCommand",
         }
     }

@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 
 use crate::{Rotator, SecretsManager, Settings, Target};
@@ -11,10 +13,18 @@ pub async fn run<T: Target>() -> Result<(), lambda_runtime::Error> {
     let rotator = Rotator::new(store, T::new(settings.connect.clone()), settings);
     let rotator = &rotator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        let deadline = deadline_instant(event.context.deadline);
         // Boxed: the nested step futures are too deep for the compiler's layout of `main`.
-        Box::pin(rotator.handle(event.payload)).await.map_err(Diagnostic::from)
+        crate::deadline::within(deadline, Box::pin(rotator.handle(event.payload))).await.map_err(Diagnostic::from)
     }))
     .await
+}
+
+/// The runtime gives the deadline in milliseconds since the Unix epoch; timers want an `Instant`.
+fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    let left = Duration::from_millis(deadline_ms).checked_sub(now).unwrap_or_default();
+    (deadline_ms > 0).then(|| Instant::now() + left)
 }
 
 /// Logs as Lambda's advanced logging controls ask (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`,

@@ -46,7 +46,13 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             engine = T::ENGINE.label,
         );
         async {
-            let result = self.run_step(&event).await;
+            let result = match crate::deadline::remaining() {
+                // The last word before Lambda's own "Task timed out", which names nothing.
+                Some(left) => tokio::time::timeout(left, self.run_step(&event))
+                    .await
+                    .unwrap_or_else(|_| Err(Error::OutOfTime { step: event.step.to_string() })),
+                None => self.run_step(&event).await,
+            };
             let duration_ms = started.elapsed().as_millis() as u64;
             match &result {
                 Ok(()) => info!(duration_ms, outcome = "success", "step finished"),

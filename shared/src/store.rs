@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
@@ -79,7 +80,7 @@ impl SecretsManager {
     /// `SECRETS_MANAGER_ENDPOINT`, which AWS's templates read, is honoured too.
     pub async fn from_env() -> Self {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let mut builder = aws_sdk_secretsmanager::config::Builder::from(&config);
+        let mut builder = aws_sdk_secretsmanager::config::Builder::from(&config).timeout_config(timeouts());
         if let Ok(endpoint) = std::env::var("SECRETS_MANAGER_ENDPOINT")
             && !endpoint.is_empty()
         {
@@ -87,6 +88,18 @@ impl SecretsManager {
         }
         SecretsManager::new(Client::from_conf(builder.build()))
     }
+}
+
+/// Bounds on every Secrets Manager call: a stalled endpoint (a VPC endpoint's security group,
+/// a NAT that drops packets) gives a retryable error naming the call, not a Lambda timeout.
+/// An attempt is retried by the SDK (3 attempts in all), and the whole call stays well inside
+/// the 30 s function timeout the template sets.
+fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(12))
+        .build()
 }
 
 fn sdk_error<E, R>(operation: &'static str, secret_id: &str, error: SdkError<E, R>) -> Error

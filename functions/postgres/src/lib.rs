@@ -3,25 +3,24 @@
 //! The new password reaches the server only as a SCRAM-SHA-256 verifier computed here,
 //! so neither the statement nor the server's logs ever hold the plain text.
 
+mod session;
+
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
-use sqlx::{ConnectOptions, Connection};
+use tokio_postgres::types::Type;
 
-use rotation::{ConnectSettings, DatabaseSecret, EngineInfo, Error, Login, Target, TlsMode};
+use rotation::{ConnectSettings, DatabaseSecret, EngineInfo, Error, Login, Target};
 
-/// SQLSTATE codes of a login the server refused: wrong password (28P01), or no such role,
-/// no `LOGIN` right or no `pg_hba.conf` entry (28000).
-const LOGIN_REJECTED: [&str; 2] = ["28P01", "28000"];
+use session::{Connector, Session};
 
 /// PostgreSQL truncates longer identifiers silently, which would alter another role.
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
 pub struct Postgres {
-    settings: ConnectSettings,
+    connector: Connector,
 }
 
 impl Target for Postgres {
-    type Connection = PgConnection;
+    type Connection = Session;
 
     const ENGINE: EngineInfo = EngineInfo {
         label: "PostgreSQL",
@@ -35,44 +34,16 @@ impl Target for Postgres {
     const MAX_USERNAME_BYTES: usize = MAX_IDENTIFIER_BYTES;
 
     fn new(settings: ConnectSettings) -> Self {
-        Postgres { settings }
+        Postgres { connector: Connector::new(settings) }
     }
 
-    async fn connect(&self, secret: &DatabaseSecret) -> Result<Login<PgConnection>, Error> {
-        let options = self.connect_options(secret);
-        let attempt = tokio::time::timeout(self.settings.timeout, options.connect()).await;
-        let error = match attempt {
-            Ok(Ok(connection)) => return Ok(Login::Accepted(connection)),
-            Ok(Err(error)) => error,
-            Err(_elapsed) => {
-                return Err(Error::Unreachable {
-                    host: secret.host.clone(),
-                    port: secret.port,
-                    detail: format!("no answer within {:?} (CONNECT_TIMEOUT_SECONDS)", self.settings.timeout),
-                });
-            }
-        };
-        match error {
-            sqlx::Error::Database(db) if db.code().is_some_and(|code| LOGIN_REJECTED.contains(&code.as_ref())) => {
-                Ok(Login::Rejected)
-            }
-            sqlx::Error::Tls(e) => {
-                Err(Error::Tls { host: secret.host.clone(), port: secret.port, detail: e.to_string() })
-            }
-            // rustls reports a failed handshake (bad certificate, wrong host name) as an I/O error.
-            sqlx::Error::Io(e) if is_tls_failure(&e) => {
-                Err(Error::Tls { host: secret.host.clone(), port: secret.port, detail: e.to_string() })
-            }
-            sqlx::Error::Io(e) => {
-                Err(Error::Unreachable { host: secret.host.clone(), port: secret.port, detail: e.to_string() })
-            }
-            other => Err(target_error("login", secret, &other)),
-        }
+    async fn connect(&self, secret: &DatabaseSecret) -> Result<Login<Session>, Error> {
+        self.connector.login(secret).await
     }
 
     async fn set_password(
         &self,
-        connection: &mut PgConnection,
+        session: &mut Session,
         secret: &DatabaseSecret,
         new_password: &SecretString,
     ) -> Result<(), Error> {
@@ -84,60 +55,59 @@ impl Target for Postgres {
             retryable: false,
         })?;
         let verifier = postgres_protocol::password::scram_sha_256(new_password.expose_secret().as_bytes());
-        // DDL takes no bind parameters: the statement goes through the simple protocol.
-        let statement = format!("ALTER ROLE {role} PASSWORD {}", quote_literal(&verifier));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&mut *connection)
-            .await
-            .map_err(|e| target_error("ALTER ROLE", secret, &e))?;
-        Ok(())
+        session.batch("ALTER ROLE", secret, &format!("ALTER ROLE {role} PASSWORD {}", quote_literal(&verifier))).await
     }
 
-    async fn check(&self, connection: &mut PgConnection, secret: &DatabaseSecret) -> Result<(), Error> {
+    async fn check(&self, session: &mut Session, secret: &DatabaseSecret) -> Result<(), Error> {
         // session_user: the role that logged in (a clone's sessions act as the main user).
-        let user: String = sqlx::query_scalar("SELECT session_user::text")
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(|e| target_error("test query", secret, &e))?;
-        if user != secret.username {
-            return Err(Error::Target {
+        let user = session.texts("test query", secret, "SELECT session_user::text").await?;
+        match user.first() {
+            Some(Some(user)) if *user == secret.username => Ok(()),
+            other => Err(Error::Target {
                 action: "test query",
                 host: secret.host.clone(),
                 port: secret.port,
-                detail: format!("logged in as {user}, not as {}", secret.username),
+                detail: format!("logged in as {}, not as {}", describe(other), secret.username),
                 retryable: false,
-            });
+            }),
         }
-        Ok(())
     }
 
     async fn prepare_alternate_user(
         &self,
-        master: &mut PgConnection,
+        master: &mut Session,
         main_user: &str,
         alternate: &DatabaseSecret,
     ) -> Result<(), Error> {
-        let fail = |e: sqlx::Error| target_error("preparing the alternate user", alternate, &e);
-        let mut transaction = master.begin().await.map_err(fail)?;
-        for statement in alternate_user_statements(&mut transaction, main_user, alternate).await? {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *transaction).await.map_err(fail)?;
-        }
-        transaction.commit().await.map_err(fail)?;
-        Ok(())
+        let statements = alternate_user_statements(master, main_user, alternate).await?;
+        // One simple query is one implicit transaction and one round trip: the clone logs in
+        // only once everything is in place, and a failure leaves nothing behind.
+        master.batch("preparing the alternate user", alternate, &statements.join("; ")).await
     }
 
     async fn check_alternate(
         &self,
-        connection: &mut PgConnection,
+        session: &mut Session,
         main_user: &str,
         secret: &DatabaseSecret,
     ) -> Result<(), Error> {
-        let (session_user, current_user, member): (String, String, bool) =
-            sqlx::query_as("SELECT session_user::text, current_user::text, pg_has_role(session_user, $1, 'USAGE')")
-                .bind(main_user)
-                .fetch_one(&mut *connection)
-                .await
-                .map_err(|e| target_error("test query", secret, &e))?;
+        let rows = session
+            .rows(
+                "test query",
+                secret,
+                "SELECT session_user::text, current_user::text, pg_has_role(session_user, $1, 'USAGE')",
+                &[(&main_user, Type::TEXT)],
+            )
+            .await?;
+        let read = |row: &tokio_postgres::Row| -> Result<(String, String, bool), tokio_postgres::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+        };
+        let (session_user, current_user, member) = rows
+            .first()
+            .map(read)
+            .transpose()
+            .map_err(|e| session::target_error("test query", secret, &e))?
+            .unwrap_or_default();
         let problem = if session_user != secret.username {
             Some(format!("logged in as {session_user}, not as {}", secret.username))
         } else if session_user != main_user && !(member && current_user == main_user) {
@@ -157,37 +127,15 @@ impl Target for Postgres {
         }
     }
 
-    async fn close(&self, connection: PgConnection) {
-        let _ = connection.close().await;
+    async fn close(&self, session: Session) {
+        session.close().await;
     }
 }
 
-impl Postgres {
-    fn connect_options(&self, secret: &DatabaseSecret) -> PgConnectOptions {
-        let ssl_mode = match secret.tls {
-            TlsMode::Disable => PgSslMode::Disable,
-            TlsMode::Require => PgSslMode::Require,
-            TlsMode::VerifyCa => PgSslMode::VerifyCa,
-            TlsMode::VerifyFull => PgSslMode::VerifyFull,
-        };
-        let mut options = PgConnectOptions::new_without_pgpass()
-            .host(&secret.host)
-            .port(secret.port)
-            .username(&secret.username)
-            .password(secret.password.expose_secret())
-            .ssl_mode(ssl_mode)
-            .application_name("secrets-manager-rotation")
-            .statement_cache_capacity(0)
-            // Neither the statements nor slow ones: ALTER ROLE carries the password's verifier.
-            .log_statements(tracing::log::LevelFilter::Off)
-            .log_slow_statements(tracing::log::LevelFilter::Off, std::time::Duration::ZERO);
-        if let Some(dbname) = &secret.dbname {
-            options = options.database(dbname);
-        }
-        if let Some(bundle) = &self.settings.ca_bundle {
-            options = options.ssl_root_cert_from_pem(bundle.to_vec());
-        }
-        options
+fn describe(user: Option<&Option<String>>) -> String {
+    match user {
+        Some(Some(user)) => user.clone(),
+        _ => "nobody (no answer)".into(),
     }
 }
 
@@ -195,11 +143,11 @@ impl Postgres {
 /// in place already, so a master that may only change passwords can rotate users an
 /// operator created beforehand.
 async fn alternate_user_statements(
-    connection: &mut PgConnection,
+    master: &Session,
     main_user: &str,
     alternate: &DatabaseSecret,
 ) -> Result<Vec<String>, Error> {
-    let fail = |e: sqlx::Error| target_error("reading roles", alternate, &e);
+    const READING: &str = "reading roles";
     let invalid = |detail: String| Error::Target {
         action: "preparing the alternate user",
         host: alternate.host.clone(),
@@ -207,18 +155,46 @@ async fn alternate_user_statements(
         detail,
         retryable: false,
     };
+    let unreadable = |e: tokio_postgres::Error| session::target_error(READING, alternate, &e);
     let clone = quote_identifier(&alternate.username).map_err(invalid)?;
     let main = quote_identifier(main_user).map_err(invalid)?;
     let verifier = postgres_protocol::password::scram_sha_256(alternate.password.expose_secret().as_bytes());
     let password = quote_literal(&verifier);
 
+    // Everything about both roles in one round trip: whether each exists and may log in,
+    // membership, per-role settings and connection limits.
+    let rows = master
+        .rows(
+            READING,
+            alternate,
+            "SELECT r.rolname::text, r.rolcanlogin, r.rolconnlimit, \
+                    COALESCE((SELECT s.setconfig FROM pg_db_role_setting s \
+                              WHERE s.setrole = r.oid AND s.setdatabase = 0), '{}'::text[]), \
+                    EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid \
+                            WHERE m.member = r.oid AND g.rolname = $1) \
+             FROM pg_roles r WHERE r.rolname IN ($1, $2)",
+            &[(&main_user, Type::TEXT), (&alternate.username.as_str(), Type::TEXT)],
+        )
+        .await?;
+    let mut roles = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let role: RoleFacts = (|| {
+            Ok::<_, tokio_postgres::Error>(RoleFacts {
+                name: row.try_get(0)?,
+                can_login: row.try_get(1)?,
+                connection_limit: row.try_get(2)?,
+                settings: row.try_get(3)?,
+                member_of_main: row.try_get(4)?,
+            })
+        })()
+        .map_err(unreadable)?;
+        roles.push(role);
+    }
+    let facts = |name: &str| roles.iter().find(|r| r.name == name);
+    let existing = facts(&alternate.username);
+
     let mut statements = Vec::new();
-    let existing: Option<bool> = sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
-        .bind(&alternate.username)
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(fail)?;
-    match existing {
+    match existing.map(|r| r.can_login) {
         // The main user owns the privileges the pair shares: creating it would make an empty role.
         None if alternate.username == main_user => {
             return Err(invalid(format!("the main user {main_user} of the alternating pair does not exist")));
@@ -230,58 +206,38 @@ async fn alternate_user_statements(
     if alternate.username == main_user {
         return Ok(statements);
     }
-
-    let is_member: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_auth_members m \
-         JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
-         WHERE r.rolname = $1 AND u.rolname = $2)",
-    )
-    .bind(main_user)
-    .bind(&alternate.username)
-    .fetch_one(&mut *connection)
-    .await
-    .map_err(fail)?;
-    if !is_member {
+    let Some(main_facts) = facts(main_user) else {
+        return Err(invalid(format!("the main user {main_user} of the alternating pair does not exist")));
+    };
+    if !existing.is_some_and(|r| r.member_of_main) {
         // Membership, not copied grants: what the main user is granted later reaches the clone.
         statements.push(format!("GRANT {main} TO {clone}"));
     }
 
     // Sessions of the clone act as the main user, so whatever either creates belongs to the
     // main user, and the main user's per-role settings and connection limit apply to both.
-    let mut wanted: Vec<String> = role_settings(connection, main_user).await.map_err(fail)?;
+    let mut wanted = main_facts.settings.clone();
     wanted.retain(|setting| !setting.starts_with("role="));
     wanted.push(format!("role={main_user}"));
-    let present =
-        if existing.is_some() { role_settings(connection, &alternate.username).await.map_err(fail)? } else { vec![] };
+    let present = existing.map(|r| r.settings.clone()).unwrap_or_default();
     for setting in wanted.iter().filter(|s| !present.contains(s)) {
         statements.push(alter_role_set(&clone, setting).map_err(invalid)?);
     }
-    let limits: Vec<(String, i32)> =
-        sqlx::query_as("SELECT rolname::text, rolconnlimit FROM pg_roles WHERE rolname IN ($1, $2)")
-            .bind(main_user)
-            .bind(&alternate.username)
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(fail)?;
-    let limit_of = |name: &str| limits.iter().find(|(n, _)| n == name).map(|(_, l)| *l);
-    if let Some(main_limit) = limit_of(main_user)
-        && limit_of(&alternate.username).unwrap_or(-1) != main_limit
-    {
-        statements.push(format!("ALTER ROLE {clone} CONNECTION LIMIT {main_limit}"));
+    if existing.map_or(-1, |r| r.connection_limit) != main_facts.connection_limit {
+        statements.push(format!("ALTER ROLE {clone} CONNECTION LIMIT {}", main_facts.connection_limit));
     }
     Ok(statements)
 }
 
-/// A role's settings for every database, as `name=value` entries.
-async fn role_settings(connection: &mut PgConnection, role: &str) -> Result<Vec<String>, sqlx::Error> {
-    let settings: Option<Vec<String>> = sqlx::query_scalar(
-        "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole \
-         WHERE r.rolname = $1 AND s.setdatabase = 0",
-    )
-    .bind(role)
-    .fetch_optional(&mut *connection)
-    .await?;
-    Ok(settings.unwrap_or_default())
+/// What the catalog says about one role of an alternating pair.
+struct RoleFacts {
+    name: String,
+    can_login: bool,
+    connection_limit: i32,
+    /// `name=value` entries of `ALTER ROLE ... SET` for every database.
+    settings: Vec<String>,
+    /// Whether the role is a member of the main user.
+    member_of_main: bool,
 }
 
 /// Settings that hold a list: PostgreSQL stores them flattened, and each element must be
@@ -321,23 +277,6 @@ fn split_setting_list(value: &str) -> Vec<String> {
     }
     elements.push(current);
     elements.into_iter().map(|e| e.trim_end().to_owned()).filter(|e| !e.is_empty()).collect()
-}
-
-fn is_tls_failure(error: &std::io::Error) -> bool {
-    error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
-}
-
-fn target_error(action: &'static str, secret: &DatabaseSecret, error: &sqlx::Error) -> Error {
-    // Class 08 (connection), 53 (resources) and 57 (operator intervention, e.g. shutdown)
-    // are conditions of the moment.
-    let retryable = match error {
-        sqlx::Error::Database(db) => {
-            db.code().is_some_and(|c| ["08", "53", "57"].iter().any(|class| c.starts_with(class)))
-        }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
-        _ => false,
-    };
-    Error::Target { action, host: secret.host.clone(), port: secret.port, detail: error.to_string(), retryable }
 }
 
 /// Quotes a PostgreSQL identifier (a role or setting name): any name works, quotes and spaces

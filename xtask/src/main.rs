@@ -5,10 +5,12 @@
 //! - `test`: starts the services, runs every test (unit and end to end), stops the services.
 //! - `services`: starts the services and waits, printing the variables the tests read.
 //! - `bench`: measures the release binary's start-up time and memory.
+//! - `rds-bundle`: refreshes the Amazon RDS certificate bundle (`shared/certs/`) from npm.
 
 mod bench;
 mod certs;
 mod demo;
+mod rds_bundle;
 mod services;
 mod tools;
 
@@ -19,8 +21,7 @@ use anyhow::Result;
 use services::Services;
 use tools::progress;
 
-const USAGE: &str =
-    "usage: cargo xtask <demo [postgres | mysql] [--release] | test [-- <cargo test arguments>] | services | bench>";
+const USAGE: &str = "usage: cargo xtask <demo [postgres | mysql] [--release] | test [-- <cargo test arguments>] | services | bench | rds-bundle>";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -40,6 +41,7 @@ async fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("services") => services(),
         Some("bench") => bench::run(),
+        Some("rds-bundle") => rds_bundle::run(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -72,3 +72,37 @@ async fn a_certificate_for_another_host_fails_without_a_plain_text_attempt() {
 }
 
 e2e::common_scenarios!(DB, wrong_engine: "mysql", expected: "postgres or aurora-postgresql");
+
+#[tokio::test]
+async fn a_lock_held_on_the_role_fails_retryably_within_the_bound_and_the_retry_succeeds() {
+    let f = Fixture::new(DB, json!({})).await;
+    let token = f.start_rotation().await;
+    f.step("createSecret", &token).await.unwrap();
+    let stages_before = f.stages().await;
+    let pending = f.password_of(Some(&token), "AWSPENDING").await;
+
+    // A long transaction that changed the role and has not committed: ALTER ROLE waits for it.
+    let mut holder = f.env.pg_admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; ALTER ROLE \"{}\" CONNECTION LIMIT 17", f.user)))
+        .execute(&mut holder)
+        .await
+        .expect("hold a lock on the role");
+
+    let started = std::time::Instant::now();
+    let error = f.step("setSecret", &token).await.unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(error.error_type, "Retryable.TargetCommand", "{error:?}");
+    // `cargo xtask` runs the functions with STATEMENT_TIMEOUT_SECONDS=2.
+    assert!(error.message.contains("lock timeout") && error.message.contains("STATEMENT_TIMEOUT_SECONDS"), "{error:?}");
+    assert!(waited < std::time::Duration::from_secs(10), "setSecret gave up after {waited:?}");
+    f.assert_unchanged(&stages_before).await;
+    assert!(f.logs_in(&f.password).await, "the old password still logs in");
+    assert!(!f.logs_in(&pending).await, "the pending password was not set");
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    f.rotate(&token).await.expect("the retried rotation succeeds once the lock is gone");
+    assert_eq!(f.current_version().await.as_deref(), Some(token.as_str()));
+    assert!(f.logs_in(&pending).await);
+    assert!(!f.logs_in(&f.password).await);
+}

@@ -21,10 +21,21 @@ pub async fn run<T: Target>() -> Result<(), lambda_runtime::Error> {
 }
 
 /// The runtime gives the deadline in milliseconds since the Unix epoch; timers want an `Instant`.
+/// A deadline already past when the event arrives is no real deadline (Lambda's are always
+/// ahead; some local emulators send none or a bogus one): the step then runs with its own
+/// bounds only.
 fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-    let left = Duration::from_millis(deadline_ms).checked_sub(now).unwrap_or_default();
-    (deadline_ms > 0).then(|| Instant::now() + left)
+    match Duration::from_millis(deadline_ms).checked_sub(now) {
+        Some(left) if !left.is_zero() => {
+            tracing::debug!(left_ms = left.as_millis() as u64, "the invocation's deadline");
+            Some(Instant::now() + left)
+        }
+        _ => {
+            tracing::debug!(deadline_ms, "the invocation's deadline is not ahead: ignored");
+            None
+        }
+    }
 }
 
 /// Logs as Lambda's advanced logging controls ask (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`,
@@ -47,5 +58,28 @@ fn init_logging() {
         logs.with(format.json()).init();
     } else {
         logs.with(format).init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch_ms_in(offset: Duration) -> u64 {
+        (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + offset).as_millis() as u64
+    }
+
+    #[test]
+    fn a_deadline_ahead_becomes_an_instant_that_far_ahead() {
+        let deadline = deadline_instant(epoch_ms_in(Duration::from_secs(30))).unwrap();
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(29) && left <= Duration::from_secs(30), "{left:?}");
+    }
+
+    #[test]
+    fn a_deadline_that_is_not_ahead_is_ignored() {
+        assert!(deadline_instant(0).is_none());
+        assert!(deadline_instant(30_000).is_none(), "a duration, not a time");
+        assert!(deadline_instant(epoch_ms_in(Duration::ZERO).saturating_sub(1000)).is_none());
     }
 }

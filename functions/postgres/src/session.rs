@@ -24,6 +24,9 @@ const LOGIN_REJECTED: [&SqlState; 2] = [&SqlState::INVALID_PASSWORD, &SqlState::
 /// server that stopped answering.
 const CLIENT_GRACE: Duration = Duration::from_secs(1);
 
+/// How much longer a statement may run than it may wait for a lock.
+const LOCK_FIRST: Duration = Duration::from_millis(250);
+
 /// Logs in to PostgreSQL. Built once per process: the TLS connectors are made here.
 pub struct Connector {
     settings: ConnectSettings,
@@ -72,10 +75,12 @@ impl Connector {
             .user(&secret.username)
             .password(secret.password.expose_secret())
             .application_name("secrets-manager-rotation")
-            // Server-side bounds from the first statement on, at no extra round trip.
+            // Server-side bounds from the first statement on, at no extra round trip. The lock
+            // bound runs out first, so a wait for another session's lock is reported as such.
             .options(format!(
-                "-c statement_timeout={ms} -c lock_timeout={ms}",
-                ms = statement_bound.as_millis().max(1)
+                "-c lock_timeout={} -c statement_timeout={}",
+                statement_bound.as_millis().max(1),
+                (statement_bound + LOCK_FIRST).as_millis()
             ));
         if let Some(dbname) = &secret.dbname {
             config.dbname(dbname);
@@ -194,7 +199,7 @@ impl Session {
         secret: &DatabaseSecret,
         work: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.bound + CLIENT_GRACE, work).await {
+        match tokio::time::timeout(self.bound + LOCK_FIRST + CLIENT_GRACE, work).await {
             Ok(result) => result.map_err(|e| self.error(action, secret, &e)),
             Err(_elapsed) => Err(Error::Target {
                 action,

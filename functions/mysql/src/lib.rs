@@ -12,17 +12,19 @@
 //! - account names are always string literals (`'user'@'host'`), never concatenated as they come.
 
 mod grants;
+mod session;
 mod sql;
 mod version;
 
 use std::collections::HashMap;
 
+use mysql_async::Row;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlRow, MySqlSslMode};
-use sqlx::{ConnectOptions, Connection, Row};
 use tracing::{debug, info};
 
-use rotation::{ConnectSettings, DatabaseSecret, EngineInfo, Error, Login, Target, TlsMode};
+use rotation::{ConnectSettings, DatabaseSecret, EngineInfo, Error, Login, Target};
+
+use session::{Connector, DbError, bytes, optional_text, target_error, text};
 
 use grants::{Grant, Line, parse_line};
 use sql::{
@@ -30,25 +32,9 @@ use sql::{
     password_clause,
 };
 
+pub use session::Session;
 pub use sql::{SqlMode, native_password_hash, quote_string};
 pub use version::{Flavour, ServerVersion};
-
-/// Server error numbers.
-mod code {
-    /// ER_ACCESS_DENIED_ERROR: wrong user name or password (SQLSTATE 28000).
-    pub const LOGIN_REJECTED: u16 = 1045;
-    /// ER_ACCOUNT_HAS_BEEN_LOCKED of MySQL and of MariaDB: the server refuses the login.
-    pub const ACCOUNT_LOCKED: [u16; 2] = [3118, 4151];
-    /// ER_SECURE_TRANSPORT_REQUIRED: the server refuses connections without TLS.
-    pub const TLS_REQUIRED: u16 = 3159;
-    /// ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR, ER_SPECIFIC_ACCESS_DENIED_ERROR.
-    pub const ACCESS_DENIED: [u16; 3] = [1044, 1142, 1227];
-    /// ER_PARSE_ERROR, ER_SYNTAX_ERROR: their messages quote the statement.
-    pub const QUOTES_STATEMENT: [u16; 2] = [1064, 1149];
-    /// Too many connections, shutdown in progress, too many connections of the user, lock wait
-    /// timeout, deadlock, resource limit reached, connection killed: conditions of the moment.
-    pub const RETRYABLE: [u16; 7] = [1040, 1053, 1203, 1205, 1213, 1226, 1927];
-}
 
 /// The longest alternate user name accepted, in bytes (the engine counts bytes).
 ///
@@ -60,26 +46,7 @@ mod code {
 const MAX_USER_NAME_BYTES: usize = 32;
 
 pub struct Mysql {
-    settings: ConnectSettings,
-}
-
-/// A logged-in session and what the function needs to know about it.
-pub struct Session {
-    connection: MySqlConnection,
-    server: ServerVersion,
-    mode: SqlMode,
-    /// The user name the session logged in with.
-    login_user: String,
-    /// `CURRENT_USER()`: the account the server authenticated, user and host parts.
-    user: String,
-    host: String,
-}
-
-impl Session {
-    /// `user@host` of the authenticated account, for messages.
-    pub fn current_account(&self) -> String {
-        format!("{}@{}", self.user, self.host)
-    }
+    connector: Connector,
 }
 
 impl Target for Mysql {
@@ -97,25 +64,15 @@ impl Target for Mysql {
     const MAX_USERNAME_BYTES: usize = MAX_USER_NAME_BYTES;
 
     fn new(settings: ConnectSettings) -> Self {
-        Mysql { settings }
+        Mysql { connector: Connector::new(settings) }
     }
 
     async fn connect(&self, secret: &DatabaseSecret) -> Result<Login<Session>, Error> {
-        let timeout = self.settings.timeout;
-        let no_answer = || Error::Unreachable {
-            host: secret.host.clone(),
-            port: secret.port,
-            detail: format!("no answer within {timeout:?} (CONNECT_TIMEOUT_SECONDS)"),
-        };
-        let connection = match tokio::time::timeout(timeout, self.connect_options(secret).connect()).await {
-            Err(_elapsed) => return Err(no_answer()),
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => return login_failure(secret, error),
-        };
-        let session =
-            tokio::time::timeout(timeout, start_session(connection, secret)).await.map_err(|_| no_answer())??;
-        debug!(server = %session.server, account = %session.current_account(), "logged in");
-        Ok(Login::Accepted(session))
+        let login = self.connector.login(secret).await?;
+        if let Login::Accepted(session) = &login {
+            debug!(server = %session.server, account = %session.current_account(), "logged in");
+        }
+        Ok(login)
     }
 
     async fn set_password(
@@ -136,9 +93,8 @@ impl Target for Mysql {
 
     async fn check(&self, session: &mut Session, secret: &DatabaseSecret) -> Result<(), Error> {
         // CURRENT_USER() again, not the value read at login: the check proves the session works.
-        let row =
-            fetch_one(session, "SELECT CURRENT_USER()").await.map_err(|e| target_error("test query", secret, &e))?;
-        let current = text(&row, 0).map_err(|e| target_error("test query", secret, &e))?;
+        let current =
+            fetch_text(session, "SELECT CURRENT_USER()").await.map_err(|e| target_error("test query", secret, &e))?;
         let user = current.rsplit_once('@').map_or(current.as_str(), |(user, _)| user);
         if user != secret.username {
             return Err(command_error(
@@ -222,93 +178,8 @@ impl Target for Mysql {
     }
 
     async fn close(&self, session: Session) {
-        let _ = session.connection.close().await;
+        session.close().await;
     }
-}
-
-impl Mysql {
-    /// Built field by field: passwords with `@`, `:` or `/` broke URL parsing in other tools.
-    fn connect_options(&self, secret: &DatabaseSecret) -> MySqlConnectOptions {
-        // Never `Preferred`: a failed TLS handshake is an error, not a reason to go plain text.
-        let ssl_mode = match secret.tls {
-            TlsMode::Disable => MySqlSslMode::Disabled,
-            TlsMode::Require => MySqlSslMode::Required,
-            TlsMode::VerifyCa => MySqlSslMode::VerifyCa,
-            TlsMode::VerifyFull => MySqlSslMode::VerifyIdentity,
-        };
-        let mut options = MySqlConnectOptions::new()
-            .host(&secret.host)
-            .port(secret.port)
-            .username(&secret.username)
-            .password(secret.password.expose_secret())
-            .ssl_mode(ssl_mode)
-            .statement_cache_capacity(0)
-            // Leave the session's sql_mode and time zone as the server sets them: the function
-            // reads sql_mode to quote literals, and sends no statement it does not need.
-            .pipes_as_concat(false)
-            .no_engine_substitution(false)
-            .timezone(None::<String>)
-            // Statements carry password hashes (and sometimes passwords): never log them,
-            // not even when they are slow.
-            .log_statements(tracing::log::LevelFilter::Off)
-            .log_slow_statements(tracing::log::LevelFilter::Off, std::time::Duration::MAX);
-        if let Some(dbname) = &secret.dbname {
-            options = options.database(dbname);
-        }
-        if let Some(bundle) = &self.settings.ca_bundle {
-            options = options.ssl_ca_from_pem(bundle.to_vec());
-        }
-        options
-    }
-}
-
-/// What a failed login means: a rejected password is an answer; a server out of reach, a TLS
-/// failure or anything else is an error.
-fn login_failure(secret: &DatabaseSecret, error: sqlx::Error) -> Result<Login<Session>, Error> {
-    let tls = |detail: String| Err(Error::Tls { host: secret.host.clone(), port: secret.port, detail });
-    match &error {
-        sqlx::Error::Database(db) => match db.try_downcast_ref::<MySqlDatabaseError>().map(|e| e.number()) {
-            Some(code::LOGIN_REJECTED) => Ok(Login::Rejected),
-            // A locked account (a clone whose preparation has not finished) does not log in.
-            Some(n) if code::ACCOUNT_LOCKED.contains(&n) => Ok(Login::Rejected),
-            Some(code::TLS_REQUIRED) => tls(db.message().to_owned()),
-            _ => Err(target_error("login", secret, &error)),
-        },
-        // E.g. "server does not support TLS".
-        sqlx::Error::Tls(e) => tls(e.to_string()),
-        // rustls reports a failed handshake (bad certificate, wrong host name) as an I/O error.
-        sqlx::Error::Io(e) if is_tls_failure(e) => tls(e.to_string()),
-        sqlx::Error::Io(e) => {
-            Err(Error::Unreachable { host: secret.host.clone(), port: secret.port, detail: e.to_string() })
-        }
-        _ => Err(target_error("login", secret, &error)),
-    }
-}
-
-fn is_tls_failure(error: &std::io::Error) -> bool {
-    error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
-}
-
-/// Reads what the statements depend on: the server version, the session's sql_mode and the
-/// authenticated account.
-async fn start_session(mut connection: MySqlConnection, secret: &DatabaseSecret) -> Result<Session, Error> {
-    const ACTION: &str = "reading the server version";
-    let row = sqlx::raw_sql("SELECT VERSION(), @@SESSION.sql_mode, CURRENT_USER()")
-        .fetch_one(&mut connection)
-        .await
-        .map_err(|e| target_error(ACTION, secret, &e))?;
-    let field = |i| text(&row, i).map_err(|e| target_error(ACTION, secret, &e));
-    let (version, mode, current) = (field(0)?, field(1)?, field(2)?);
-    let server = ServerVersion::parse(&version).map_err(|detail| command_error(ACTION, secret, detail))?;
-    let (user, host) = current.rsplit_once('@').unwrap_or((current.as_str(), ""));
-    Ok(Session {
-        server,
-        mode: SqlMode::parse(&mode),
-        login_user: secret.username.clone(),
-        user: user.to_owned(),
-        host: host.to_owned(),
-        connection,
-    })
 }
 
 /// The logged-in account changes its own password (single user, the user's own session).
@@ -329,7 +200,7 @@ async fn set_own_password(
     let mut sent_as_text = change.plain_text;
     match execute(session, &change.statement).await {
         Ok(()) => {}
-        Err(error) if is_access_denied(&error) && change.plain_text_fallback.is_some() => {
+        Err(error) if error.is_access_denied() && change.plain_text_fallback.is_some() => {
             sent_as_text = true;
             info!(
                 account = %session.current_account(),
@@ -356,11 +227,16 @@ async fn set_own_password(
 /// every account may run for itself).
 async fn own_plugin(session: &mut Session, secret: &DatabaseSecret) -> Result<Plugin, Error> {
     const ACTION: &str = "reading the account's authentication plugin";
-    let row =
-        fetch_one(session, "SHOW CREATE USER CURRENT_USER()").await.map_err(|e| target_error(ACTION, secret, &e))?;
+    let rows = session.rows("SHOW CREATE USER CURRENT_USER()").await.map_err(|e| target_error(ACTION, secret, &e))?;
     // The statement holds the stored hash, which need not be UTF-8: read it as bytes.
-    let bytes: Vec<u8> = row.try_get(0).map_err(|e| target_error(ACTION, secret, &e))?;
-    let statement = String::from_utf8_lossy(&bytes);
+    let statement = match rows.first().map(|row| bytes(row, 0)) {
+        Some(Ok(Some(statement))) => statement,
+        Some(Err(e)) => return Err(target_error(ACTION, secret, &e)),
+        None | Some(Ok(None)) => {
+            return Err(command_error(ACTION, secret, "SHOW CREATE USER gave no statement".into()));
+        }
+    };
+    let statement = String::from_utf8_lossy(&statement);
     let name =
         grants::identified_with(&statement, session.mode).map_err(|detail| command_error(ACTION, secret, detail))?;
     Ok(Plugin::from_name(&name))
@@ -426,16 +302,15 @@ async fn accounts_of(session: &mut Session, secret: &DatabaseSecret, user: &str)
     let server = &session.server;
     let statement_time = if server.has_max_statement_time() { ", CAST(max_statement_time AS CHAR)" } else { ", NULL" };
     let not_a_role = if server.has_mariadb_roles() { " AND is_role = 'N'" } else { "" };
+    // A literal quoted for the session rather than a bound parameter: a prepared statement
+    // would cost two more round trips (prepare, close).
+    let name = quote_string(user, session.mode).map_err(|d| command_error(ACTION, secret, d))?;
     let query = format!(
         "SELECT Host, plugin, ssl_type, ssl_cipher, x509_issuer, x509_subject, CAST(max_questions AS CHAR), \
          CAST(max_updates AS CHAR), CAST(max_connections AS CHAR), CAST(max_user_connections AS CHAR){statement_time} \
-         FROM mysql.user WHERE User = ?{not_a_role} ORDER BY Host"
+         FROM mysql.user WHERE User = {name}{not_a_role} ORDER BY Host"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(query))
-        .bind(user)
-        .fetch_all(&mut session.connection)
-        .await
-        .map_err(|e| target_error(ACTION, secret, &e))?;
+    let rows = session.rows(&query).await.map_err(|e| target_error(ACTION, secret, &e))?;
     rows.iter()
         .map(|row| {
             let field = |i| text(row, i);
@@ -455,7 +330,7 @@ async fn accounts_of(session: &mut Session, secret: &DatabaseSecret, user: &str)
                 },
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, DbError>>()
         .map_err(|e| target_error(ACTION, secret, &e))
 }
 
@@ -587,18 +462,18 @@ async fn proxies_of(
     secret: &DatabaseSecret,
     (user, host): (&str, &str),
 ) -> Result<Vec<(String, String, bool)>, Error> {
-    let rows = sqlx::query(
-        "SELECT Proxied_user, Proxied_host, CAST(With_grant AS CHAR) FROM mysql.proxies_priv WHERE User = ? AND Host = ?",
-    )
-    .bind(user)
-    .bind(host)
-    .fetch_all(&mut session.connection)
-    .await
-    .map_err(|e| target_error("reading mysql.proxies_priv", secret, &e))?;
+    const ACTION: &str = "reading mysql.proxies_priv";
+    let quote = |value| quote_string(value, session.mode).map_err(|d| command_error(ACTION, secret, d));
+    let query = format!(
+        "SELECT Proxied_user, Proxied_host, CAST(With_grant AS CHAR) FROM mysql.proxies_priv WHERE User = {} AND Host = {}",
+        quote(user)?,
+        quote(host)?
+    );
+    let rows = session.rows(&query).await.map_err(|e| target_error(ACTION, secret, &e))?;
     rows.iter()
         .map(|row| Ok((text(row, 0)?, text(row, 1)?, text(row, 2)? != "0")))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(|e| target_error("reading mysql.proxies_priv", secret, &e))
+        .collect::<Result<_, DbError>>()
+        .map_err(|e| target_error(ACTION, secret, &e))
 }
 
 /// MySQL 8: gives the clone the default roles of the main account (`mysql.default_roles`).
@@ -611,19 +486,18 @@ async fn replay_default_roles(
     const ACTION: &str = "replaying default roles";
     let mut roles = Vec::new();
     for (user, host) in [main, clone] {
-        let rows = sqlx::query(
-            "SELECT DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST FROM mysql.default_roles WHERE USER = ? AND HOST = ? \
+        let quote = |value| quote_string(value, master.mode).map_err(|d| command_error(ACTION, secret, d));
+        let query = format!(
+            "SELECT DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST FROM mysql.default_roles WHERE USER = {} AND HOST = {} \
              ORDER BY DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST",
-        )
-        .bind(user)
-        .bind(host)
-        .fetch_all(&mut master.connection)
-        .await
-        .map_err(|e| target_error(ACTION, secret, &e))?;
+            quote(user)?,
+            quote(host)?
+        );
+        let rows = master.rows(&query).await.map_err(|e| target_error(ACTION, secret, &e))?;
         let list: Vec<(String, String)> = rows
             .iter()
             .map(|row| Ok((text(row, 0)?, text(row, 1)?)))
-            .collect::<Result<_, sqlx::Error>>()
+            .collect::<Result<_, DbError>>()
             .map_err(|e| target_error(ACTION, secret, &e))?;
         roles.push(list);
     }
@@ -645,7 +519,7 @@ async fn check_clone_grants(session: &mut Session, main_user: &str, secret: &Dat
     let main_account = account(main_user, &host, session.mode).map_err(|d| command_error(ACTION, secret, d))?;
     let main_lines = match fetch_texts(session, &format!("SHOW GRANTS FOR {main_account}")).await {
         Ok(lines) => lines,
-        Err(error) if is_access_denied(&error) => {
+        Err(error) if error.is_access_denied() => {
             info!(
                 account = %session.current_account(),
                 main_user,
@@ -675,71 +549,35 @@ async fn check_clone_grants(session: &mut Session, main_user: &str, secret: &Dat
 }
 
 /// Sends one statement as text (DDL takes no bind parameters).
-async fn execute(session: &mut Session, statement: &str) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).execute(&mut session.connection).await.map(|_| ())
+async fn execute(session: &mut Session, statement: &str) -> Result<(), DbError> {
+    session.execute(statement).await
 }
 
-async fn fetch_one(session: &mut Session, statement: &str) -> Result<MySqlRow, sqlx::Error> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).fetch_one(&mut session.connection).await
+/// The first column of the first row, as text.
+async fn fetch_text(session: &mut Session, statement: &str) -> Result<String, DbError> {
+    let rows = session.rows(statement).await?;
+    let row = rows.first().ok_or_else(|| DbError::Unreadable(format!("{statement} gave no row")))?;
+    text(row, 0)
 }
 
 /// The first column of every row, as text.
-async fn fetch_texts(session: &mut Session, statement: &str) -> Result<Vec<String>, sqlx::Error> {
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).fetch_all(&mut session.connection).await?;
+async fn fetch_texts(session: &mut Session, statement: &str) -> Result<Vec<String>, DbError> {
+    let rows: Vec<Row> = session.rows(statement).await?;
     rows.iter().map(|row| text(row, 0)).collect()
 }
 
-/// A column as UTF-8 text, whatever type the server gives it (blobs included).
-fn text(row: &MySqlRow, index: usize) -> Result<String, sqlx::Error> {
-    optional_text(row, index)?.ok_or_else(|| sqlx::Error::Decode(format!("column {index} is NULL").into()))
-}
-
-fn optional_text(row: &MySqlRow, index: usize) -> Result<Option<String>, sqlx::Error> {
-    let bytes: Option<Vec<u8>> = row.try_get(index)?;
-    bytes.map(|b| String::from_utf8(b).map_err(|e| sqlx::Error::Decode(e.into()))).transpose()
-}
-
-fn error_number(error: &sqlx::Error) -> Option<u16> {
-    match error {
-        sqlx::Error::Database(db) => db.try_downcast_ref::<MySqlDatabaseError>().map(|e| e.number()),
-        _ => None,
-    }
-}
-
-fn is_access_denied(error: &sqlx::Error) -> bool {
-    error_number(error).is_some_and(|n| code::ACCESS_DENIED.contains(&n))
-}
-
-fn is_retryable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(_) => error_number(error).is_some_and(|n| code::RETRYABLE.contains(&n)),
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
-        _ => false,
-    }
-}
-
-fn target_error(action: &'static str, secret: &DatabaseSecret, error: &sqlx::Error) -> Error {
-    Error::Target {
-        action,
-        host: secret.host.clone(),
-        port: secret.port,
-        detail: error.to_string(),
-        retryable: is_retryable(error),
-    }
-}
-
 /// The error of a statement that carries no secret (a replayed grant): it is named.
-fn statement_error(action: &'static str, secret: &DatabaseSecret, statement: &str, error: &sqlx::Error) -> Error {
+fn statement_error(action: &'static str, secret: &DatabaseSecret, statement: &str, error: &DbError) -> Error {
     Error::Target {
         action,
         host: secret.host.clone(),
         port: secret.port,
         detail: format!("{statement}: {error}"),
-        retryable: is_retryable(error),
+        retryable: error.is_retryable(),
     }
 }
 
-fn command_error(action: &'static str, secret: &DatabaseSecret, detail: String) -> Error {
+pub(crate) fn command_error(action: &'static str, secret: &DatabaseSecret, detail: String) -> Error {
     Error::Target { action, host: secret.host.clone(), port: secret.port, detail, retryable: false }
 }
 
@@ -770,24 +608,14 @@ fn password_forms(password: &SecretString, mode: SqlMode) -> Vec<String> {
 /// An error of a statement that carries a password or its hash: syntax errors, which quote
 /// the statement, are reported by number only, and any form of the password is cut out of
 /// other messages.
-fn password_error(action: &'static str, secret: &DatabaseSecret, error: &sqlx::Error, secrets: &[String]) -> Error {
-    let detail = match error {
-        sqlx::Error::Database(db) => {
-            let number = error_number(error).unwrap_or_default();
-            let state = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            if code::QUOTES_STATEMENT.contains(&number) {
-                format!("{number} ({state}): the server refused the statement's syntax")
-            } else {
-                let mut message = db.message().to_owned();
-                for secret in secrets {
-                    message = message.replace(secret.as_str(), "[redacted]");
-                }
-                format!("{number} ({state}): {message}")
-            }
-        }
-        other => other.to_string(),
-    };
-    Error::Target { action, host: secret.host.clone(), port: secret.port, detail, retryable: is_retryable(error) }
+fn password_error(action: &'static str, secret: &DatabaseSecret, error: &DbError, secrets: &[String]) -> Error {
+    Error::Target {
+        action,
+        host: secret.host.clone(),
+        port: secret.port,
+        detail: error.redacted(secrets),
+        retryable: error.is_retryable(),
+    }
 }
 
 #[cfg(test)]

@@ -181,7 +181,8 @@ pub fn password_clause(
 ) -> Result<(String, bool), String> {
     let hash = || quote_string(&native_password_hash(password), mode);
     match (server.flavour, plugin) {
-        // Every MariaDB account sqlx can log in with uses mysql_native_password.
+        // Every MariaDB account the function can log in as uses mysql_native_password (mysql_async is
+        // built without MariaDB's ed25519 and PARSEC plugins).
         (Flavour::MariaDb, _) => Ok((format!("IDENTIFIED BY PASSWORD {}", hash()?), false)),
         (_, Plugin::Native) => Ok((format!("IDENTIFIED WITH mysql_native_password AS {}", hash()?), false)),
         (_, Plugin::Sha2(name)) => Ok((format!("IDENTIFIED WITH {name} BY {}", quote_string(password, mode)?), true)),

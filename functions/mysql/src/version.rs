@@ -108,6 +108,11 @@ impl ServerVersion {
         self.flavour != Flavour::MariaDb && self.major >= 8
     }
 
+    /// MySQL's `max_execution_time`, which bounds SELECT statements (5.7.8; Aurora MySQL 2 and 3).
+    pub fn has_max_execution_time(&self) -> bool {
+        self.flavour != Flavour::MariaDb && self.at_least(5, 7, 8)
+    }
+
     /// MariaDB's `max_statement_time` resource limit (10.1.1).
     pub fn has_max_statement_time(&self) -> bool {
         self.flavour == Flavour::MariaDb && self.at_least(10, 1, 1)
@@ -215,6 +220,24 @@ mod tests {
             ("11.4.2-MariaDB", false),
         ] {
             assert_eq!(parse(text).has_dual_passwords(), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn statement_bounds_from_mysql_5_7_8_and_mariadb_10_1_1() {
+        for (text, execution, statement) in [
+            ("5.7.7", false, false),
+            ("5.7.8", true, false),
+            ("8.0.36", true, false),
+            ("5.7.mysql_aurora.2.11.2", true, false),
+            ("8.0.mysql_aurora.3.05.2", true, false),
+            ("5.6.mysql_aurora.1.22.0", false, false),
+            ("5.5.5-10.1.0-MariaDB", false, false),
+            ("10.1.1-MariaDB", false, true),
+            ("10.11.14-MariaDB-0+deb12u2", false, true),
+        ] {
+            assert_eq!(parse(text).has_max_execution_time(), execution, "{text}");
+            assert_eq!(parse(text).has_max_statement_time(), statement, "{text}");
         }
     }
 

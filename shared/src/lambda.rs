@@ -8,7 +8,9 @@ use crate::{Rotator, SecretsManager, Settings, Target};
 /// Manager client and the target once per process, then serves rotation events.
 pub async fn run<T: Target>() -> Result<(), lambda_runtime::Error> {
     init_logging();
-    let settings = Settings::from_env(&T::ENGINE).inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let settings = Settings::from_env(&T::ENGINE)
+        .and_then(|settings| T::check_policy(&settings.policy).map(|()| settings))
+        .inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
     let store = SecretsManager::from_env().await;
     let rotator = Rotator::new(store, T::new(settings.connect.clone()), settings);
     let rotator = &rotator;

@@ -73,7 +73,7 @@ impl DatabaseSecret {
             None => None,
             Some(name) => Some(name.parse().map_err(|()| SecretProblem::InvalidField {
                 field: "rotation_strategy",
-                expected: "one of single-user, alternating-users, single-user-with-master, dual-password",
+                expected: "one of single-user, alternating-users, single-user-with-master, dual-password, admin-api",
             })?),
         };
 
@@ -122,6 +122,12 @@ impl DatabaseSecret {
         }
         let text = SecretString::from(Value::Object(fields).to_string());
         DatabaseSecret::parse(&text, engine)
+    }
+
+    /// A string field the typed fields do not cover (`dbClusterIdentifier`, say); `None` when
+    /// absent or null, an error when it is not a non-empty string.
+    pub fn extra_string(&self, field: &'static str) -> Result<Option<String>, SecretProblem> {
+        optional_string(&self.fields, field)
     }
 
     /// The JSON of this secret with another username and password, every other field unchanged.

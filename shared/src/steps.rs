@@ -1,4 +1,4 @@
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{Instrument, error, info, info_span};
@@ -7,6 +7,10 @@ use crate::{
     DatabaseSecret, Error, Login, RotationEvent, SecretStore, SecretVersions, Settings, Step, Strategy, Target,
     alternate_username, main_username, stage,
 };
+
+/// How long `testSecret` keeps trying a rejected pending password of the `admin-api` strategy:
+/// the management API applies a change asynchronously, so a rejection may only mean "not yet".
+const ADMIN_API_SETTLE: Duration = Duration::from_secs(30);
 
 /// The four rotation steps, written once for every target.
 pub struct Rotator<S, T> {
@@ -124,6 +128,9 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             self.target.close(connection).await;
             supported?;
         }
+        if strategy == Strategy::AdminApi {
+            self.target.check_admin_api(&current)?;
+        }
         if self.store.get_value(&event.secret_id, Some(&event.token), stage::PENDING).await?.is_some() {
             info!("a pending value for this token exists already");
             return Ok(());
@@ -133,6 +140,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             _ => current.username.clone(),
         };
         let password = self.store.random_password(&self.settings.policy).await?;
+        self.target.check_new_password(&current, &password)?;
         let pending = current.with_credentials(&username, &password);
         self.store.put_pending(&event.secret_id, &event.token, &pending, event.rotation_token.as_ref()).await?;
         info!(%strategy, "stored the pending version");
@@ -168,7 +176,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         let current = self.load(event, stage::CURRENT).await?;
         let strategy = self.strategy(&current);
         match strategy {
-            Strategy::SingleUser | Strategy::SingleUserWithMaster | Strategy::DualPassword => {
+            Strategy::SingleUser | Strategy::SingleUserWithMaster | Strategy::DualPassword | Strategy::AdminApi => {
                 if !pending.same_account(&current) {
                     return Err(Error::UserMismatch { current: current.account(), pending: pending.account() });
                 }
@@ -191,6 +199,12 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             return Ok(());
         }
         let mut connection = match strategy {
+            Strategy::AdminApi => {
+                // No database session: the service's API changes the password.
+                self.target.set_password_by_api(&pending, &pending.password).await?;
+                info!(user = %pending.username, host = %pending.host, %strategy, "set the pending password");
+                return Ok(());
+            }
             Strategy::SingleUser | Strategy::DualPassword => self.login_as_current_or_previous(event, &current).await?,
             Strategy::SingleUserWithMaster => self.login_as_master(event, &current, strategy).await?,
             Strategy::AlternatingUsers => {
@@ -208,7 +222,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             Strategy::DualPassword => {
                 self.target.set_password_retaining_old(&mut connection, &pending, &pending.password).await
             }
-            Strategy::SingleUser | Strategy::SingleUserWithMaster => {
+            Strategy::SingleUser | Strategy::SingleUserWithMaster | Strategy::AdminApi => {
                 self.target.set_password(&mut connection, &pending, &pending.password).await
             }
         };
@@ -313,7 +327,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         let pending = self.load(event, stage::PENDING).await?;
         let current = self.load(event, stage::CURRENT).await?;
         let strategy = self.strategy(&current);
-        let mut connection = match self.target.connect(&pending).await? {
+        let mut connection = match self.connect_pending(&pending, strategy).await? {
             Login::Accepted(connection) => connection,
             Login::Rejected => {
                 return Err(Error::PendingRejected {
@@ -351,6 +365,31 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         }
         info!("the pending password works and the old one is rejected");
         Ok(())
+    }
+
+    /// Logs in with the pending credentials. For the `admin-api` strategy a rejection is tried
+    /// again for up to [`ADMIN_API_SETTLE`] (less when the invocation ends sooner).
+    async fn connect_pending(
+        &self,
+        pending: &DatabaseSecret,
+        strategy: Strategy,
+    ) -> Result<Login<T::Connection>, Error> {
+        let login = self.target.connect(pending).await?;
+        if strategy != Strategy::AdminApi || matches!(login, Login::Accepted(_)) {
+            return Ok(login);
+        }
+        let until = Instant::now() + crate::deadline::bound(ADMIN_API_SETTLE);
+        loop {
+            let pause = Duration::from_secs(1).min(until.saturating_duration_since(Instant::now()));
+            if pause.is_zero() {
+                return Ok(Login::Rejected);
+            }
+            info!("the pending password is not in effect yet; trying again");
+            tokio::time::sleep(pause).await;
+            if let Login::Accepted(connection) = self.target.connect(pending).await? {
+                return Ok(Login::Accepted(connection));
+            }
+        }
     }
 
     /// Makes the token `AWSCURRENT` and takes `AWSPENDING` off it.

@@ -19,10 +19,16 @@ pub enum Strategy {
     /// The user changes its own password and keeps the old one working until the next
     /// rotation (MySQL 8.0.14+ `RETAIN CURRENT PASSWORD`): zero downtime for one user.
     DualPassword,
+    /// The password is changed through the service's management API rather than SQL (an
+    /// admin user whose password only the API can set: Redshift's `ModifyCluster` and
+    /// Redshift Serverless's `UpdateNamespace`). Only targets that implement
+    /// [`crate::Target::set_password_by_api`] support it.
+    AdminApi,
 }
 
 impl Strategy {
-    pub const NAMES: &'static str = "single-user, alternating-users, single-user-with-master or dual-password";
+    pub const NAMES: &'static str =
+        "single-user, alternating-users, single-user-with-master, dual-password or admin-api";
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,6 +36,7 @@ impl Strategy {
             Strategy::AlternatingUsers => "alternating-users",
             Strategy::SingleUserWithMaster => "single-user-with-master",
             Strategy::DualPassword => "dual-password",
+            Strategy::AdminApi => "admin-api",
         }
     }
 
@@ -62,6 +69,7 @@ impl FromStr for Strategy {
             "alternating-users" | "alternating" | "multi-user" => Ok(Strategy::AlternatingUsers),
             "single-user-with-master" => Ok(Strategy::SingleUserWithMaster),
             "dual-password" => Ok(Strategy::DualPassword),
+            "admin-api" => Ok(Strategy::AdminApi),
             _ => Err(()),
         }
     }
@@ -105,6 +113,7 @@ mod tests {
         assert_eq!("ALTERNATING_USERS".parse(), Ok(Strategy::AlternatingUsers));
         assert_eq!("single-user-with-master".parse(), Ok(Strategy::SingleUserWithMaster));
         assert_eq!("dual-password".parse(), Ok(Strategy::DualPassword));
+        assert_eq!("admin-api".parse(), Ok(Strategy::AdminApi));
         assert_eq!("rotate-everything".parse::<Strategy>(), Err(()));
     }
 

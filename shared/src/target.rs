@@ -2,7 +2,7 @@ use std::future::Future;
 
 use secrecy::SecretString;
 
-use crate::{ConnectSettings, DatabaseSecret, Error};
+use crate::{ConnectSettings, DatabaseSecret, Error, PasswordPolicy};
 
 /// What an engine is called and what its secrets default to.
 #[derive(Debug)]
@@ -46,6 +46,39 @@ pub trait Target: Send + Sync + Sized + 'static {
     const MAX_USERNAME_BYTES: usize = usize::MAX;
 
     fn new(settings: ConnectSettings) -> Self;
+
+    /// Refuses, at start, a password policy that could generate passwords the target refuses,
+    /// so an impossible setting stops the function with a message naming the variable.
+    fn check_policy(policy: &PasswordPolicy) -> Result<(), Error> {
+        let _ = policy;
+        Ok(())
+    }
+
+    /// Refuses a new password the target would not accept; `createSecret` asks before it stores it.
+    fn check_new_password(&self, secret: &DatabaseSecret, password: &SecretString) -> Result<(), Error> {
+        let _ = (secret, password);
+        Ok(())
+    }
+
+    /// Whether the secret can be rotated with the `admin-api` strategy; `createSecret` asks
+    /// before anything is stored.
+    fn check_admin_api(&self, secret: &DatabaseSecret) -> Result<(), Error> {
+        Err(unsupported("admin-api rotation", secret, format!("{} has no admin API rotation", Self::ENGINE.label)))
+    }
+
+    /// The `admin-api` strategy's password change: sets the secret user's password through the
+    /// service's management API, not over a database session. Returns once the new password is
+    /// in effect, or with an error (retryable when the change may still be applied).
+    fn set_password_by_api(
+        &self,
+        secret: &DatabaseSecret,
+        new_password: &SecretString,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = new_password;
+        async move {
+            Err(unsupported("admin-api rotation", secret, format!("{} has no admin API rotation", Self::ENGINE.label)))
+        }
+    }
 
     /// Logs in with the secret's credentials.
     fn connect(&self, secret: &DatabaseSecret) -> impl Future<Output = Result<Login<Self::Connection>, Error>> + Send;

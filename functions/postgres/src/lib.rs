@@ -3,7 +3,7 @@
 //! The new password reaches the server only as a SCRAM-SHA-256 verifier computed here,
 //! so neither the statement nor the server's logs ever hold the plain text.
 
-mod session;
+pub mod session;
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::types::Type;
@@ -282,11 +282,16 @@ fn split_setting_list(value: &str) -> Vec<String> {
 /// Quotes a PostgreSQL identifier (a role or setting name): any name works, quotes and spaces
 /// included; a name PostgreSQL would truncate is refused.
 pub fn quote_identifier(name: &str) -> Result<String, String> {
+    quote_identifier_up_to(name, MAX_IDENTIFIER_BYTES, "PostgreSQL")
+}
+
+/// As [`quote_identifier`], for a server (`label`) that keeps names up to `max_bytes` intact.
+pub fn quote_identifier_up_to(name: &str, max_bytes: usize, label: &str) -> Result<String, String> {
     if name.is_empty() || name.contains('\0') {
         return Err("a name must be non-empty and hold no NUL character".into());
     }
-    if name.len() > MAX_IDENTIFIER_BYTES {
-        return Err(format!("name {name} is {} bytes long; PostgreSQL allows {MAX_IDENTIFIER_BYTES}", name.len()));
+    if name.len() > max_bytes {
+        return Err(format!("name {name} is {} bytes long; {label} allows {max_bytes}", name.len()));
     }
     Ok(format!("\"{}\"", name.replace('"', "\"\"")))
 }

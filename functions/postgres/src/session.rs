@@ -30,9 +30,22 @@ const LOCK_FIRST: Duration = Duration::from_millis(250);
 /// Logs in to PostgreSQL. Built once per process: the TLS connectors are made here.
 pub struct Connector {
     settings: ConnectSettings,
+    bounds: ServerBounds,
     verify_full: MakeRustlsConnect,
     verify_ca: MakeRustlsConnect,
     require: MakeRustlsConnect,
+}
+
+/// How a session gets its server-side bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerBounds {
+    /// PostgreSQL: `lock_timeout` and `statement_timeout` in the startup packet's `options`,
+    /// at no extra round trip.
+    StartupOptions,
+    /// Amazon Redshift, which refuses or ignores startup `options` and has no `lock_timeout`:
+    /// `SET statement_timeout` right after login, in the same round trip as `SELECT version()`
+    /// (kept in [`Session::version`]).
+    SetAfterLogin,
 }
 
 pub struct Session {
@@ -44,10 +57,17 @@ pub struct Session {
     pub major_version: u32,
     /// The bound on each statement and lock wait of this session.
     bound: Duration,
+    /// What `SELECT version()` answered at login ([`ServerBounds::SetAfterLogin`] only).
+    pub version: Option<String>,
 }
 
 impl Connector {
     pub fn new(settings: ConnectSettings) -> Self {
+        Self::with_bounds(settings, ServerBounds::StartupOptions)
+    }
+
+    /// A connector whose sessions get their bounds as `bounds` says.
+    pub fn with_bounds(settings: ConnectSettings, bounds: ServerBounds) -> Self {
         let connector = |mode| {
             let config = settings.tls.for_mode(mode).expect("a TLS mode has a configuration");
             MakeRustlsConnect::new(config.as_ref().clone())
@@ -57,6 +77,7 @@ impl Connector {
             verify_ca: connector(TlsMode::VerifyCa),
             require: connector(TlsMode::Require),
             settings,
+            bounds,
         }
     }
 
@@ -74,14 +95,16 @@ impl Connector {
         config
             .user(&secret.username)
             .password(secret.password.expose_secret())
-            .application_name("secrets-manager-rotation")
+            .application_name("secrets-manager-rotation");
+        if self.bounds == ServerBounds::StartupOptions {
             // Server-side bounds from the first statement on, at no extra round trip. The lock
             // bound runs out first, so a wait for another session's lock is reported as such.
-            .options(format!(
+            config.options(format!(
                 "-c lock_timeout={} -c statement_timeout={}",
                 statement_bound.as_millis().max(1),
                 (statement_bound + LOCK_FIRST).as_millis()
             ));
+        }
         if let Some(dbname) = &secret.dbname {
             config.dbname(dbname);
         }
@@ -126,13 +149,26 @@ impl Connector {
             Ok(Ok(Ok(spawned))) => spawned,
             Ok(Ok(Err(error))) => return login_failure(secret, &error),
         };
-        Ok(Login::Accepted(Session {
+        let mut session = Session {
             client,
             connection,
             user: secret.username.clone(),
             major_version: version.unwrap_or(0),
             bound: statement_bound,
-        }))
+            version: None,
+        };
+        if self.bounds == ServerBounds::SetAfterLogin {
+            let sql =
+                format!("SET statement_timeout TO {}; SELECT version()", (statement_bound + LOCK_FIRST).as_millis());
+            match session.texts("setting statement_timeout", secret, &sql).await {
+                Ok(rows) => session.version = rows.into_iter().flatten().next(),
+                Err(error) => {
+                    session.close().await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Login::Accepted(session))
     }
 }
 
@@ -155,6 +191,14 @@ fn login_failure(secret: &DatabaseSecret, error: &tokio_postgres::Error) -> Resu
     }
     if detail.starts_with("authentication error") {
         return Err(target_error("login", secret, error));
+    }
+    // tokio-postgres's message names only the kind ("error parsing response from server"):
+    // the causes say what (Redshift's sha256 login: "unknown authentication tag `13`").
+    let mut detail = detail;
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        detail.push_str(&format!(": {cause}"));
+        source = cause.source();
     }
     Err(Error::Unreachable { host: secret.host.clone(), port: secret.port, detail })
 }

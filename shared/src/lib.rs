@@ -31,8 +31,9 @@ pub use strategy::{Strategy, alternate_username, main_username};
 pub use target::{EngineInfo, Login, Target};
 pub use tls::TlsMode;
 
-/// The Amazon RDS global certificate bundle (every region's root CAs), trusted beside Mozilla's
-/// roots so that RDS, Aurora and RDS Proxy verify with no setting. Provenance: `shared/certs/README.md`.
+/// The Amazon RDS global certificate bundle (the commercial regions' root CAs), trusted beside
+/// Mozilla's roots so that RDS, Aurora and RDS Proxy verify with no setting. Provenance and the
+/// regions it lacks: `shared/certs/README.md`.
 pub const AMAZON_RDS_ROOTS_PEM: &[u8] = include_bytes!("../certs/amazon-rds-global.pem");
 
 /// Re-exported so that function crates and tests name one `SecretString` type.

@@ -268,10 +268,7 @@ impl Session {
             } else if code == &SqlState::INSUFFICIENT_PRIVILEGE && self.major_version >= 16 {
                 // The server's DETAIL names the role: `... the ADMIN option on role "app" may ...`.
                 let server_detail = error.as_db_error().and_then(|db| db.detail()).unwrap_or_default();
-                let role = server_detail
-                    .split_once("on role \"")
-                    .and_then(|(_, rest)| rest.split_once('"'))
-                    .map_or(secret.username.as_str(), |(role, _)| role);
+                let role = role_named_in(server_detail).unwrap_or(&secret.username);
                 detail.push_str(&format!(
                     "; the master user {master} lacks ADMIN OPTION on role {role}, which PostgreSQL 16 and later \
                      require of a CREATEROLE user to change or grant a role it did not create: as a superuser \
@@ -289,6 +286,14 @@ impl Session {
         drop(self.client);
         let _ = tokio::time::timeout(CLIENT_GRACE, self.connection).await;
     }
+}
+
+/// The role a PostgreSQL 16+ privilege DETAIL names: `... ADMIN option on role "x" may alter
+/// this role.` The server does not escape quotes inside the name, so the name ends at the last
+/// `" may`.
+fn role_named_in(detail: &str) -> Option<&str> {
+    let (_, rest) = detail.split_once("on role \"")?;
+    rest.rsplit_once("\" may ").map(|(role, _)| role)
 }
 
 fn quote_for_message(name: &str) -> String {
@@ -331,6 +336,16 @@ mod tests {
         assert_eq!(major_version("9.6.24"), 9);
         assert_eq!(major_version("8.0.2"), 8);
         assert_eq!(major_version("devel"), 0);
+    }
+
+    #[test]
+    fn the_role_of_a_privilege_detail_is_read_whole() {
+        let alter =
+            "Only roles with the CREATEROLE attribute and the ADMIN option on role \"app\" may alter this role.";
+        assert_eq!(role_named_in(alter), Some("app"));
+        let quoted = "Only roles with the ADMIN option on role \"Shop \"0488\" Owner\" may grant this role.";
+        assert_eq!(role_named_in(quoted), Some("Shop \"0488\" Owner"));
+        assert_eq!(role_named_in("permission denied"), None);
     }
 
     #[test]

@@ -64,9 +64,9 @@ pub struct Connector {
     /// the options and shares it with their clones, so each mode's TLS configuration (root
     /// store, verifier) is made once per process and reused by every later login.
     base: [OnceLock<Opts>; 4],
-    /// verify-ca with a certificate that does not name the host: base options whose TLS host
-    /// name is one the certificate holds, by that name (see [`Connector::open`]).
-    verify_ca_named: Mutex<HashMap<String, Opts>>,
+    /// verify-ca with a certificate that does not name the host: per host, a name the
+    /// certificate holds and base options with it as the TLS host name (see [`Connector::open`]).
+    verify_ca_named: Mutex<HashMap<String, (String, Opts)>>,
 }
 
 /// A logged-in session and what the function needs to know about it.
@@ -162,9 +162,15 @@ impl Connector {
     /// handshake fails only because the certificate names another host (rustls checks the
     /// chain first, so the chain was good), the login is made again with one of the names the
     /// certificate holds as the TLS host name. That second handshake checks the chain again,
-    /// in full: nothing is accepted that the first one refused for any other reason.
+    /// in full: nothing is accepted that the first one refused for any other reason. The name
+    /// is remembered for the host, so later logins make one handshake.
     async fn open(&self, secret: &DatabaseSecret) -> Result<Conn, mysql_async::Error> {
-        let error = match Conn::new(self.options(self.base(secret.tls), secret)).await {
+        let remembered = match secret.tls {
+            TlsMode::VerifyCa => self.verify_ca_remembered(&secret.host),
+            _ => None,
+        };
+        let base = remembered.as_ref().unwrap_or_else(|| self.base(secret.tls));
+        let error = match Conn::new(self.options(base, secret)).await {
             Ok(connection) => return Ok(connection),
             Err(error) => error,
         };
@@ -179,7 +185,7 @@ impl Connector {
             certificate_name = %name,
             "verify-ca: the certificate does not name the host; logging in again with a name it holds"
         );
-        let base = self.verify_ca_named(&name);
+        let base = self.verify_ca_named(&secret.host, &name);
         Conn::new(self.options(&base, secret)).await
     }
 
@@ -197,16 +203,24 @@ impl Connector {
         })
     }
 
-    fn verify_ca_named(&self, name: &str) -> Opts {
+    fn verify_ca_remembered(&self, host: &str) -> Option<Opts> {
+        let named = self.verify_ca_named.lock().unwrap_or_else(PoisonError::into_inner);
+        named.get(host).map(|(_, options)| options.clone())
+    }
+
+    /// The verify-ca options of `host` with `name` as the TLS host name, built once per name.
+    fn verify_ca_named(&self, host: &str, name: &str) -> Opts {
         let mut named = self.verify_ca_named.lock().unwrap_or_else(PoisonError::into_inner);
-        named
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                let ssl = ssl_options(TlsMode::VerifyCa, self.settings.ca_bundle.as_deref())
-                    .map(|ssl| ssl.with_danger_tls_hostname_override(Some(name.to_owned())));
-                base_options(ssl).into()
-            })
-            .clone()
+        if let Some((known, options)) = named.get(host)
+            && known == name
+        {
+            return options.clone();
+        }
+        let ssl = ssl_options(TlsMode::VerifyCa, self.settings.ca_bundle.as_deref())
+            .map(|ssl| ssl.with_danger_tls_hostname_override(Some(name.to_owned())));
+        let options: Opts = base_options(ssl).into();
+        named.insert(host.to_owned(), (name.to_owned(), options.clone()));
+        options
     }
 
     /// One login's options: the base options of its mode (and so their TLS connector) with the
@@ -583,8 +597,14 @@ mod tests {
             assert!(std::ptr::eq(connector.base(mode), connector.base(mode)), "{mode:?} is built once");
         }
         assert!(!std::ptr::eq(connector.base(TlsMode::VerifyCa), connector.base(TlsMode::VerifyFull)));
-        let named = connector.verify_ca_named("db.example.com");
-        assert_eq!(named, connector.verify_ca_named("db.example.com"));
+        assert!(connector.verify_ca_remembered("10.0.0.7").is_none());
+        let named = connector.verify_ca_named("10.0.0.7", "db.example.com");
+        assert_eq!(connector.verify_ca_remembered("10.0.0.7"), Some(named.clone()), "remembered for the host");
+        assert_eq!(named, connector.verify_ca_named("10.0.0.7", "db.example.com"));
+        assert_eq!(named.ssl_opts().unwrap().tls_hostname_override(), Some("db.example.com"));
+        // The server's certificate changed names: the new one replaces the old.
+        let renamed = connector.verify_ca_named("10.0.0.7", "db2.example.com");
+        assert_eq!(renamed.ssl_opts().unwrap().tls_hostname_override(), Some("db2.example.com"));
         assert_eq!(connector.verify_ca_named.lock().unwrap().len(), 1);
     }
 
@@ -619,7 +639,7 @@ mod tests {
         let connector = Connector::new(settings);
         assert_eq!(connector.base(TlsMode::VerifyFull).ssl_opts().unwrap().root_certs().len(), 2);
         assert_eq!(connector.base(TlsMode::VerifyCa).ssl_opts().unwrap().root_certs().len(), 2);
-        let named = connector.verify_ca_named("db.example.com");
+        let named = connector.verify_ca_named("10.0.0.7", "db.example.com");
         let ssl = named.ssl_opts().unwrap();
         assert_eq!(ssl.root_certs().len(), 2);
         assert_eq!(ssl.tls_hostname_override(), Some("db.example.com"));

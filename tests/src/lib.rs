@@ -5,6 +5,7 @@
 //! `cargo xtask test` starts the services (LocalStack, PostgreSQL, MariaDB, the functions) and passes their addresses in `ROTATION_TEST_*`
 //! variables. Without them a test fails at once, saying how to run it.
 
+pub mod redshift_api;
 pub mod scenarios;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,9 @@ pub struct TestEnv {
     pub mysql_log: String,
     /// The log of `cargo lambda watch` and the functions it runs.
     pub functions_log: String,
+    /// The loopback port the Redshift function's `AWS_ENDPOINT_URL_REDSHIFT` and
+    /// `AWS_ENDPOINT_URL_REDSHIFT_SERVERLESS` point at; the Redshift tests serve it ([`redshift_api`]).
+    pub redshift_api_port: u16,
 }
 
 impl TestEnv {
@@ -70,6 +74,9 @@ impl TestEnv {
             mysql_admin_password: var("ROTATION_TEST_MYSQL_ADMIN_PASSWORD"),
             mysql_log: var("ROTATION_TEST_MYSQL_LOG"),
             functions_log: var("ROTATION_TEST_FUNCTIONS_LOG"),
+            redshift_api_port: var("ROTATION_TEST_REDSHIFT_API_PORT")
+                .parse()
+                .expect("ROTATION_TEST_REDSHIFT_API_PORT is a port"),
         }
     }
 
@@ -90,6 +97,7 @@ impl TestEnv {
             ("ROTATION_TEST_MYSQL_ADMIN_PASSWORD", self.mysql_admin_password.clone()),
             ("ROTATION_TEST_MYSQL_LOG", self.mysql_log.clone()),
             ("ROTATION_TEST_FUNCTIONS_LOG", self.functions_log.clone()),
+            ("ROTATION_TEST_REDSHIFT_API_PORT", self.redshift_api_port.to_string()),
         ]
     }
 
@@ -148,6 +156,44 @@ impl TestEnv {
         .execute(&mut admin)
         .await
         .expect("create test role");
+        admin.close().await.ok();
+    }
+
+    /// Creates a user of the Redshift stand-in, replacing one of the same name: a member of
+    /// `md5_users` (md5 authentication, as Redshift's md5 passwords need) whose password is
+    /// stored in md5 form. `options` are more `CREATE ROLE` options (`SUPERUSER`, say). Also
+    /// makes the group and the database `dev` (Redshift's default) when they are missing.
+    pub async fn create_redshift_user(&self, name: &str, password: &str, options: &str) {
+        self.ensure_redshift_stand_in().await;
+        let quoted = quote_ident(name);
+        let md5 = postgres_protocol::password::md5(password.as_bytes(), name);
+        self.admin_sql(&format!(
+            "DROP ROLE IF EXISTS {quoted}; CREATE ROLE {quoted} LOGIN {options} PASSWORD '{md5}' IN ROLE md5_users"
+        ))
+        .await;
+    }
+
+    /// Sets a Redshift stand-in user's password (md5 form) behind the function's back.
+    pub async fn set_redshift_password(&self, name: &str, password: &str) {
+        let md5 = postgres_protocol::password::md5(password.as_bytes(), name);
+        self.admin_sql(&format!("ALTER ROLE {} PASSWORD '{md5}'", quote_ident(name))).await;
+    }
+
+    /// The group `md5_users` and the database `dev`, made by whichever test comes first (tests
+    /// run in parallel: a concurrent creation is taken as done).
+    pub async fn ensure_redshift_stand_in(&self) {
+        let mut admin = self.pg_admin().await;
+        let group = "DO $$ BEGIN CREATE ROLE md5_users NOLOGIN; \
+                     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$";
+        sqlx::raw_sql(group).execute(&mut admin).await.expect("create the md5_users group");
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'dev')")
+            .fetch_one(&mut admin)
+            .await
+            .expect("query pg_database");
+        if !exists && let Err(e) = sqlx::raw_sql("CREATE DATABASE dev").execute(&mut admin).await {
+            let code = e.as_database_error().and_then(|d| d.code()).unwrap_or_default().into_owned();
+            assert!(["42P04", "23505"].contains(&code.as_str()), "CREATE DATABASE dev: {e}");
+        }
         admin.close().await.ok();
     }
 

@@ -1,5 +1,6 @@
 //! The end-to-end scenarios every database function must pass, written once and run for
-//! each engine by `tests/postgres.rs` and `tests/mysql.rs` through [`common_scenarios!`].
+//! each engine by `tests/postgres.rs`, `tests/mysql.rs` and `tests/redshift.rs` through
+//! [`common_scenarios!`].
 
 use std::collections::BTreeMap;
 
@@ -7,64 +8,115 @@ use serde_json::{Value, json};
 
 use crate::*;
 
-/// A database engine under test and its rotation function.
+/// A rotation function under test and the server it rotates passwords on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Db {
+pub enum Engine {
     Postgres,
     Mysql,
+    /// The Redshift function against the PostgreSQL server standing in for Redshift: its users
+    /// are members of `md5_users` (md5 authentication) with passwords stored in md5 form, and
+    /// their secrets use Redshift's default database, `dev`.
+    Redshift,
 }
 
-impl Db {
+impl Engine {
     pub fn function(self) -> &'static str {
         match self {
-            Db::Postgres => "postgres-rotation",
-            Db::Mysql => "mysql-rotation",
+            Engine::Postgres => "postgres-rotation",
+            Engine::Mysql => "mysql-rotation",
+            Engine::Redshift => "redshift-rotation",
         }
     }
 
     /// The secret's `engine` field.
     pub fn engine(self) -> &'static str {
         match self {
-            Db::Postgres => "postgres",
-            Db::Mysql => "mariadb",
+            Engine::Postgres => "postgres",
+            Engine::Mysql => "mariadb",
+            Engine::Redshift => "redshift",
         }
     }
 
     pub fn port(self, env: &TestEnv) -> u16 {
         match self {
-            Db::Postgres => env.pg_port,
-            Db::Mysql => env.mysql_port,
+            Engine::Postgres | Engine::Redshift => env.pg_port,
+            Engine::Mysql => env.mysql_port,
         }
     }
 
     /// Creates a user that may log in from anywhere (MySQL: `'user'@'%'`).
     pub async fn create_user(self, env: &TestEnv, user: &str, password: &str) {
         match self {
-            Db::Postgres => env.create_role(user, password).await,
-            Db::Mysql => env.mysql_create_user(user, "%", password).await,
+            Engine::Postgres => env.create_role(user, password).await,
+            Engine::Mysql => env.mysql_create_user(user, "%", password).await,
+            Engine::Redshift => env.create_redshift_user(user, password, "").await,
         }
     }
 
     /// Whether `user` logs in with `password` over verified TLS.
     pub async fn logs_in(self, env: &TestEnv, user: &str, password: &str) -> bool {
         match self {
-            Db::Postgres => env.pg_logs_in(user, password).await,
-            Db::Mysql => env.mysql_logs_in(user, password).await,
+            Engine::Postgres | Engine::Redshift => env.pg_logs_in(user, password).await,
+            Engine::Mysql => env.mysql_logs_in(user, password).await,
         }
     }
 
     /// Sets a password behind the function's back, to stage half-finished rotations.
     pub async fn set_password(self, env: &TestEnv, user: &str, password: &str) {
         match self {
-            Db::Postgres => env.set_role_password(user, password).await,
-            Db::Mysql => env.mysql_set_password(user, "%", password).await,
+            Engine::Postgres => env.set_role_password(user, password).await,
+            Engine::Mysql => env.mysql_set_password(user, "%", password).await,
+            Engine::Redshift => env.set_redshift_password(user, password).await,
         }
+    }
+}
+
+/// The PostgreSQL and MySQL functions, as the benchmark and their tests name them. Redshift is
+/// an [`Engine`] only, so code that matches on `Db` keeps compiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Postgres,
+    Mysql,
+}
+
+impl From<Db> for Engine {
+    fn from(db: Db) -> Engine {
+        match db {
+            Db::Postgres => Engine::Postgres,
+            Db::Mysql => Engine::Mysql,
+        }
+    }
+}
+
+impl Db {
+    pub fn function(self) -> &'static str {
+        Engine::from(self).function()
+    }
+
+    pub fn engine(self) -> &'static str {
+        Engine::from(self).engine()
+    }
+
+    pub fn port(self, env: &TestEnv) -> u16 {
+        Engine::from(self).port(env)
+    }
+
+    pub async fn create_user(self, env: &TestEnv, user: &str, password: &str) {
+        Engine::from(self).create_user(env, user, password).await
+    }
+
+    pub async fn logs_in(self, env: &TestEnv, user: &str, password: &str) -> bool {
+        Engine::from(self).logs_in(env, user, password).await
+    }
+
+    pub async fn set_password(self, env: &TestEnv, user: &str, password: &str) {
+        Engine::from(self).set_password(env, user, password).await
     }
 }
 
 /// A user with a known password and a secret for it, ready to rotate.
 pub struct Fixture {
-    pub db: Db,
+    pub db: Engine,
     pub env: TestEnv,
     pub client: aws_sdk_secretsmanager::Client,
     pub user: String,
@@ -75,12 +127,13 @@ pub struct Fixture {
 
 impl Fixture {
     /// `extra` fields override or add to the secret's JSON.
-    pub async fn new(db: Db, extra: Value) -> Self {
+    pub async fn new(db: impl Into<Engine>, extra: Value) -> Self {
         Fixture::with_user(db, &unique("app"), extra).await
     }
 
     /// For a user of the given name, which this creates with a new password.
-    pub async fn with_user(db: Db, user: &str, extra: Value) -> Self {
+    pub async fn with_user(db: impl Into<Engine>, user: &str, extra: Value) -> Self {
+        let db = db.into();
         let env = TestEnv::from_env();
         let password = format!("initial-{}", uuid::Uuid::new_v4().simple());
         db.create_user(&env, user, &password).await;
@@ -92,10 +145,10 @@ impl Fixture {
         let env = TestEnv::from_env();
         let password = format!("initial-{}", uuid::Uuid::new_v4().simple());
         env.mysql_create_user(user, host, &password).await;
-        Fixture::for_user(Db::Mysql, env, user, &password, extra).await
+        Fixture::for_user(Engine::Mysql, env, user, &password, extra).await
     }
 
-    async fn for_user(db: Db, env: TestEnv, user: &str, password: &str, extra: Value) -> Self {
+    async fn for_user(db: Engine, env: TestEnv, user: &str, password: &str, extra: Value) -> Self {
         let client = env.secrets_client();
         let (user, password) = (user.to_owned(), password.to_owned());
         let mut value = json!({
@@ -124,7 +177,7 @@ impl Fixture {
 
     /// For a user of the given name whose secret names `masterarn` (`extra` may override it,
     /// `"masterarn": null` removes it).
-    pub async fn with_master(db: Db, user: &str, masterarn: &str, extra: Value) -> Self {
+    pub async fn with_master(db: impl Into<Engine>, user: &str, masterarn: &str, extra: Value) -> Self {
         let mut fields = json!({ "masterarn": masterarn });
         overlay(&mut fields, &extra);
         Fixture::with_user(db, user, fields).await
@@ -181,7 +234,8 @@ fn overlay(value: &mut Value, extra: &Value) {
 }
 
 /// A complete rotation; returns the fixture and the new password for engine-specific checks.
-pub async fn rotates_a_single_user(db: Db) -> (Fixture, String) {
+pub async fn rotates_a_single_user(db: impl Into<Engine>) -> (Fixture, String) {
+    let db: Engine = db.into();
     let f = Fixture::new(db, json!({"ssl": true, "dbInstanceIdentifier": "prod-db"})).await;
     let old_version = f.current_version().await.unwrap();
 
@@ -206,7 +260,8 @@ pub async fn rotates_a_single_user(db: Db) -> (Fixture, String) {
     (f, new_password)
 }
 
-pub async fn running_the_steps_again_changes_nothing(db: Db) {
+pub async fn running_the_steps_again_changes_nothing(db: impl Into<Engine>) {
+    let db: Engine = db.into();
     let f = Fixture::new(db, json!({})).await;
     let token = f.start_rotation().await;
     f.rotate(&token).await.expect("first rotation");
@@ -222,7 +277,8 @@ pub async fn running_the_steps_again_changes_nothing(db: Db) {
     assert!(f.logs_in(&password).await);
 }
 
-pub async fn each_step_twice_gives_the_same_rotation(db: Db) {
+pub async fn each_step_twice_gives_the_same_rotation(db: impl Into<Engine>) {
+    let db: Engine = db.into();
     let f = Fixture::new(db, json!({})).await;
     let token = f.start_rotation().await;
     // AWS sends a RotationToken, which PutSecretValue must receive and no log may show.
@@ -242,7 +298,8 @@ pub async fn each_step_twice_gives_the_same_rotation(db: Db) {
     f.env.assert_functions_log_hides(&[&rotation_token, &pending, &f.password]);
 }
 
-pub async fn an_unreachable_database_is_retryable_and_the_retry_succeeds(db: Db) {
+pub async fn an_unreachable_database_is_retryable_and_the_retry_succeeds(db: impl Into<Engine>) {
+    let db: Engine = db.into();
     let env = TestEnv::from_env();
     let mut proxy = Proxy::start(([127, 0, 0, 1], db.port(&env)).into()).await;
     let f = Fixture::new(db, json!({ "port": proxy.port })).await;
@@ -262,7 +319,8 @@ pub async fn an_unreachable_database_is_retryable_and_the_retry_succeeds(db: Db)
     assert!(f.logs_in(&f.password_of(None, "AWSCURRENT").await).await);
 }
 
-pub async fn a_silent_database_times_out_retryably_and_the_retry_succeeds(db: Db) {
+pub async fn a_silent_database_times_out_retryably_and_the_retry_succeeds(db: impl Into<Engine>) {
+    let db: Engine = db.into();
     let env = TestEnv::from_env();
     let proxy = Proxy::start(([127, 0, 0, 1], db.port(&env)).into()).await;
     let f = Fixture::new(db, json!({ "port": proxy.port })).await;
@@ -284,7 +342,8 @@ pub async fn a_silent_database_times_out_retryably_and_the_retry_succeeds(db: Db
 
 /// The server's certificate names `localhost` only; 127.0.0.1 is the same server under a
 /// name the certificate does not cover. Returns the fixture for checks of the server's log.
-pub async fn a_certificate_for_another_host_fails(db: Db) -> Fixture {
+pub async fn a_certificate_for_another_host_fails(db: impl Into<Engine>) -> Fixture {
+    let db: Engine = db.into();
     let f = Fixture::new(db, json!({ "host": "127.0.0.1", "ssl": true })).await;
     let token = f.start_rotation().await;
     f.step("createSecret", &token).await.unwrap();
@@ -297,7 +356,8 @@ pub async fn a_certificate_for_another_host_fails(db: Db) -> Fixture {
     f
 }
 
-pub async fn completes_a_rotation_whose_password_change_already_happened(db: Db) {
+pub async fn completes_a_rotation_whose_password_change_already_happened(db: impl Into<Engine>) {
+    let db: Engine = db.into();
     let f = Fixture::new(db, json!({})).await;
     let token = f.start_rotation().await;
     f.step("createSecret", &token).await.unwrap();
@@ -310,7 +370,8 @@ pub async fn completes_a_rotation_whose_password_change_already_happened(db: Db)
     assert!(f.logs_in(&pending).await);
 }
 
-pub async fn logs_in_as_previous_when_current_is_rejected(db: Db) {
+pub async fn logs_in_as_previous_when_current_is_rejected(db: impl Into<Engine>) {
+    let db: Engine = db.into();
     let f = Fixture::new(db, json!({})).await;
     let first = f.start_rotation().await;
     f.rotate(&first).await.expect("first rotation");
@@ -327,7 +388,7 @@ pub async fn logs_in_as_previous_when_current_is_rejected(db: Db) {
 
 /// Invokes createSecret for a secret whose current value is `value`, expects `error_type` and
 /// a message containing `message`, and checks nothing changed.
-async fn assert_rejected_value(db: Db, value: Value, error_type: &str, message: &str) {
+async fn assert_rejected_value(db: Engine, value: Value, error_type: &str, message: &str) {
     let env = TestEnv::from_env();
     let client = env.secrets_client();
     let secret = create_secret(&client, &unique(&format!("{}/bad", db.engine())), &value).await;
@@ -345,7 +406,12 @@ async fn assert_rejected_value(db: Db, value: Value, error_type: &str, message: 
 }
 
 /// `wrong_engine` is an engine the function must refuse, `expected` how it names its own.
-pub async fn a_malformed_secret_is_named_and_nothing_changes(db: Db, wrong_engine: &str, expected: &str) {
+pub async fn a_malformed_secret_is_named_and_nothing_changes(
+    db: impl Into<Engine>,
+    wrong_engine: &str,
+    expected: &str,
+) {
+    let db: Engine = db.into();
     let good = json!({"engine": db.engine(), "host": "localhost", "username": "app", "password": "s3cr3t-pw"});
     let without = |field: &str| {
         let mut value = good.clone();
@@ -370,7 +436,8 @@ pub async fn a_malformed_secret_is_named_and_nothing_changes(db: Db, wrong_engin
     assert_rejected_value(db, with("sslmode", json!("prefer")), invalid, "field `sslmode` must be one of").await;
 }
 
-pub async fn a_secret_that_is_not_json_is_named_and_nothing_changes(db: Db) {
+pub async fn a_secret_that_is_not_json_is_named_and_nothing_changes(db: impl Into<Engine>) {
+    let db: Engine = db.into();
     let env = TestEnv::from_env();
     let client = env.secrets_client();
     let name = unique(&format!("{}/notjson", db.engine()));
@@ -385,7 +452,8 @@ pub async fn a_secret_that_is_not_json_is_named_and_nothing_changes(db: Db) {
     assert_eq!(stages(&client, &secret).await, stages_before);
 }
 
-pub async fn bad_events_and_tokens_are_named_and_nothing_changes(db: Db) {
+pub async fn bad_events_and_tokens_are_named_and_nothing_changes(db: impl Into<Engine>) {
+    let db: Engine = db.into();
     let f = Fixture::new(db, json!({})).await;
     let first = f.start_rotation().await;
     f.rotate(&first).await.expect("a rotation, so an AWSPREVIOUS version exists");
@@ -432,7 +500,8 @@ pub async fn bad_events_and_tokens_are_named_and_nothing_changes(db: Db) {
     assert!(f.logs_in(&current_password).await);
 }
 
-pub async fn a_secret_without_rotation_enabled_is_refused(db: Db) {
+pub async fn a_secret_without_rotation_enabled_is_refused(db: impl Into<Engine>) {
+    let db: Engine = db.into();
     let env = TestEnv::from_env();
     let client = env.secrets_client();
     let value = json!({"engine": db.engine(), "host": "localhost", "username": "app", "password": "s3cr3t-pw"});

@@ -158,7 +158,17 @@ impl Services {
 
         let functions_port = free_port()?;
         let lambda_url = format!("http://127.0.0.1:{functions_port}");
-        let lambda = start_functions(cargo_lambda_bin, &dir, functions_port, &aws_endpoint, &certs.ca, release)?;
+        // The Redshift tests serve ModifyCluster and UpdateNamespace on this port themselves.
+        let redshift_api_port = free_port()?;
+        let lambda = start_functions(
+            cargo_lambda_bin,
+            &dir,
+            functions_port,
+            &aws_endpoint,
+            redshift_api_port,
+            &certs.ca,
+            release,
+        )?;
 
         let env = TestEnv {
             aws_endpoint,
@@ -175,6 +185,7 @@ impl Services {
             mysql_admin_password: mariadb.admin_password.clone(),
             mysql_log: mariadb.log.display().to_string(),
             functions_log: dir.join("functions.log").display().to_string(),
+            redshift_api_port,
         };
         Ok(Services {
             env,
@@ -269,6 +280,7 @@ fn start_functions(
     dir: &Path,
     port: u16,
     aws_endpoint: &str,
+    redshift_api_port: u16,
     ca: &Path,
     release: bool,
 ) -> Result<Process> {
@@ -280,7 +292,7 @@ fn start_functions(
     });
     tools::run(
         Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "postgres-rotation", "-p", "mysql-rotation"])
+            .args(["build", "--quiet", "-p", "postgres-rotation", "-p", "mysql-rotation", "-p", "redshift-rotation"])
             .args(profile),
         "cargo build",
     )?;
@@ -305,6 +317,10 @@ fn start_functions(
         .current_dir(workspace_root());
     for variable in &function_env {
         command.arg("--env-var").arg(variable);
+    }
+    // The Redshift function's admin-api strategy calls the Redshift API endpoint of the tests.
+    for service in ["REDSHIFT", "REDSHIFT_SERVERLESS"] {
+        command.arg("--env-var").arg(format!("AWS_ENDPOINT_URL_{service}=http://127.0.0.1:{redshift_api_port}"));
     }
     let mut process = Process::spawn("cargo lambda watch", &mut command, &dir.join("functions.log"))?;
     wait_until("cargo lambda watch", Duration::from_secs(60), || {
@@ -391,8 +407,11 @@ impl Postgres {
         append(&postgres.data.join("postgresql.conf"), &conf)?;
         std::fs::write(
             postgres.data.join("pg_hba.conf"),
-            // Plain text only for members of plaintext_users (a test of `"ssl": false` makes one).
+            // Plain text only for members of plaintext_users (a test of `"ssl": false` makes one);
+            // md5 authentication for members of md5_users (the Redshift tests' users, whose
+            // passwords are stored in md5 form as Redshift stores them).
             "local all all scram-sha-256\n\
+             hostssl all +md5_users 127.0.0.1/32 md5\n\
              hostssl all all 127.0.0.1/32 scram-sha-256\n\
              hostnossl all +plaintext_users 127.0.0.1/32 scram-sha-256\n\
              hostnossl all all 0.0.0.0/0 reject\n",

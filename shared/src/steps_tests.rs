@@ -865,3 +865,14 @@ async fn an_alternating_rotation_retried_after_any_fault_ends_consistent() {
         }
     }
 }
+
+#[tokio::test]
+async fn admin_api_on_a_target_without_it_fails_before_anything_is_stored() {
+    let f = with_master(json!({"rotation_strategy": "admin-api"}));
+    let before = f.state();
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("admin-api rotation on {HOST}:5432 failed: FakeSQL has no admin API rotation"));
+    assert!(!err.is_retryable());
+    assert_eq!(f.state(), before, "no pending version blocks the next rotation");
+    assert_eq!(f.db_password(), OLD_PASSWORD);
+}

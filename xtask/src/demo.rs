@@ -17,6 +17,8 @@ const ROLE: &str = "demo_app";
 pub enum Engine {
     Postgres,
     Mysql,
+    /// The Redshift function, on the PostgreSQL server standing in for Redshift (md5 passwords).
+    Redshift,
 }
 
 impl Engine {
@@ -24,6 +26,7 @@ impl Engine {
         match name {
             None | Some("postgres") | Some("postgresql") => Some(Engine::Postgres),
             Some("mysql") | Some("mariadb") => Some(Engine::Mysql),
+            Some("redshift") => Some(Engine::Redshift),
             Some(_) => None,
         }
     }
@@ -32,6 +35,7 @@ impl Engine {
         match self {
             Engine::Postgres => "postgres-rotation",
             Engine::Mysql => "mysql-rotation",
+            Engine::Redshift => "redshift-rotation",
         }
     }
 }
@@ -53,6 +57,15 @@ pub async fn run(engine: Engine, release: bool) -> Result<ExitCode> {
             env.mysql_create_user(ROLE, "%", &initial_password).await;
             println!("\nMariaDB account '{ROLE}'@'%' on localhost:{} (TLS verify-full)", env.mysql_port);
             ("mariadb", env.mysql_port)
+        }
+        Engine::Redshift => {
+            env.create_redshift_user(ROLE, &initial_password, "").await;
+            println!(
+                "\nuser {ROLE} on localhost:{}, database dev: PostgreSQL standing in for Redshift (TLS verify-full, \
+                 md5 password, as Redshift stores it)",
+                env.pg_port
+            );
+            ("redshift", env.pg_port)
         }
     };
     let value = json!({
@@ -99,6 +112,12 @@ pub async fn run(engine: Engine, release: bool) -> Result<ExitCode> {
             env.mysql_logs_in(ROLE, &initial_password).await,
             env.mysql_log_text(),
             "SET PASSWORD = '*".to_owned(),
+        ),
+        Engine::Redshift => (
+            env.pg_logs_in(ROLE, &new_password).await,
+            env.pg_logs_in(ROLE, &initial_password).await,
+            env.pg_log_text(),
+            format!("ALTER USER \"{ROLE}\" PASSWORD 'md5"),
         ),
     };
     println!();

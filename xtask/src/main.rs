@@ -4,7 +4,8 @@
 //!   rotates a real password through the Lambda binary and shows what happened.
 //! - `test`: starts the services, runs every test (unit and end to end), stops the services.
 //! - `services`: starts the services and waits, printing the variables the tests read.
-//! - `bench`: measures the release binary's start-up time and memory.
+//! - `bench [--check] [--secrets N] [--json PATH]`: rotates N secrets per engine through the release
+//!   binaries and compares every step with its floor (bare Secrets Manager calls and TLS logins).
 //! - `rds-bundle`: refreshes the Amazon RDS certificate bundle (`shared/certs/`) from npm.
 
 mod bench;
@@ -22,7 +23,7 @@ use anyhow::Result;
 use services::Services;
 use tools::progress;
 
-const USAGE: &str = "usage: cargo xtask <demo [postgres | mysql] [--release] | test [-- <cargo test arguments>] | services | bench | rds-bundle>";
+const USAGE: &str = "usage: cargo xtask <demo [postgres | mysql] [--release] | test [-- <cargo test arguments>] | services | bench [--check] [--secrets N] [--json PATH] | rds-bundle>";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -41,7 +42,7 @@ async fn main() -> ExitCode {
         }
         Some("test") => test(&args[1..]),
         Some("services") => services(),
-        Some("bench") => bench::run(),
+        Some("bench") => bench::run(&args[1..]).await,
         Some("rds-bundle") => rds_bundle::run(),
         _ => {
             eprintln!("{USAGE}");

@@ -247,3 +247,45 @@ async fn the_new_password_follows_redshifts_rules() {
         assert!(f.logs_in(&password).await);
     }
 }
+
+#[tokio::test]
+async fn a_certificate_for_another_host_fails_without_a_plain_text_attempt() {
+    let f = scenarios::a_certificate_for_another_host_fails(DB).await;
+    // pg_hba.conf rejects and logs every connection without TLS.
+    let log = f.env.pg_log_text();
+    let plain_text_attempts: Vec<_> =
+        log.lines().filter(|l| l.contains(&f.user) && l.contains("no encryption")).map(str::to_owned).collect();
+    assert!(plain_text_attempts.is_empty(), "the server saw plain-text logins: {plain_text_attempts:?}");
+}
+
+#[tokio::test]
+async fn a_lock_held_on_the_user_fails_retryably_within_the_statement_bound_set_after_login() {
+    let f = Fixture::new(DB, json!({})).await;
+    let token = f.start_rotation().await;
+    f.step("createSecret", &token).await.unwrap();
+    let stages_before = f.stages().await;
+    let pending = f.password_of(Some(&token), "AWSPENDING").await;
+
+    // A long transaction that changed the user and has not committed: ALTER USER waits for it.
+    // Redshift has no lock_timeout; the statement_timeout the function sets after login ends the wait.
+    let mut holder = f.env.pg_admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; ALTER ROLE {} CONNECTION LIMIT 17", quote_ident(&f.user))))
+        .execute(&mut holder)
+        .await
+        .expect("hold a lock on the user");
+
+    let started = std::time::Instant::now();
+    let error = f.step("setSecret", &token).await.unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(error.error_type, "Retryable.TargetCommand", "{error:?}");
+    assert!(error.message.contains("STATEMENT_TIMEOUT_SECONDS"), "{error:?}");
+    assert!(waited < std::time::Duration::from_secs(20), "setSecret gave up after {waited:?}");
+    f.assert_unchanged(&stages_before).await;
+    assert!(!f.logs_in(&pending).await, "the pending password was not set");
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    f.rotate(&token).await.expect("the retried rotation succeeds once the lock is gone");
+    assert!(f.logs_in(&pending).await);
+    assert!(!f.logs_in(&f.password).await);
+}

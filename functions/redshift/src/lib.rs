@@ -148,8 +148,12 @@ impl Target for Redshift {
 
     async fn check(&self, session: &mut Session, secret: &DatabaseSecret) -> Result<(), Error> {
         let user = session.texts("test query", secret, "SELECT current_user").await?;
+        // Redshift folds user names to lower case unless enable_case_sensitive_identifier is on.
+        let folded = Flavour::of(session) == Flavour::Redshift;
         match user.first() {
-            Some(Some(user)) if *user == secret.username => Ok(()),
+            Some(Some(user)) if *user == secret.username || (folded && user.eq_ignore_ascii_case(&secret.username)) => {
+                Ok(())
+            }
             other => {
                 let found = other.cloned().flatten().unwrap_or_else(|| "nobody (no answer)".into());
                 Err(target_error("test query", secret, format!("logged in as {found}, not as {}", secret.username)))

@@ -304,6 +304,7 @@ fn start_functions(
         "AWS_SECRET_ACCESS_KEY=test".into(),
         format!("CA_BUNDLE_PATH={}", ca.display()),
         "CONNECT_TIMEOUT_SECONDS=3".into(),
+        "STATEMENT_TIMEOUT_SECONDS=2".into(),
         // The most verbose settings there are, so the tests that search this log for secrets
         // search everything the functions can be made to log.
         "AWS_LAMBDA_LOG_LEVEL=trace".into(),

@@ -2,9 +2,14 @@
 //! services, measured through the same proxies as the function's.
 //!
 //! A step can do no better than its own calls and logins at these prices, so the floor of a step
-//! is `calls × secrets_manager_call + logins × login`. The logins use clients that set
-//! `TCP_NODELAY` (tokio-postgres, mysql_async), verify the server fully (chain and host name) and
-//! build their TLS configuration once, before the first timed login.
+//! is `calls × secrets_manager_call + logins × login`. The call is a `DescribeSecret` with a warm
+//! SDK client; the login uses a client that sets `TCP_NODELAY` (tokio-postgres, mysql_async),
+//! verifies the server fully (chain and host name), builds its TLS configuration once, and
+//! closes the session at once.
+//!
+//! Samples are taken between the function's invocations (`sample` before each one), so the
+//! floor and the steps see the same load on the machine (LocalStack is CPU-bound and the machine
+//! is shared); the floor is their median.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,68 +17,125 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use aws_sdk_secretsmanager::Client;
+use e2e::TestEnv;
+use e2e::scenarios::Db;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::report::percentile;
 
-/// Timed runs per floor, after a few untimed ones that warm the client up.
-pub const RUNS: usize = 50;
+/// At least this many timed samples of each (more when the run has more invocations).
+pub const MIN_SAMPLES: usize = 50;
+/// Untimed calls and logins first: connection pool, TLS configuration, server caches.
 const WARM_UP: usize = 3;
 
-/// Median of `RUNS` `DescribeSecret` calls with a warm SDK client.
-pub async fn secrets_manager_call(client: &Client, secret_id: &str) -> Result<Duration> {
-    median_of(|| async {
-        client.describe_secret().secret_id(secret_id).send().await.context("DescribeSecret")?;
-        Ok(())
-    })
-    .await
+pub struct Floor {
+    client: Client,
+    secret_id: String,
+    login: Login,
+    calls: Vec<Duration>,
+    logins: Vec<Duration>,
 }
 
-/// Median of `RUNS` PostgreSQL logins over verified TLS to `localhost:port`, each closed at once.
-pub async fn postgres_login(port: u16, user: &str, password: &str, ca_path: &str) -> Result<Duration> {
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca_path)?);
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("localhost")
-        .port(port)
-        .user(user)
-        .password(password)
-        .dbname("postgres")
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
-    median_of(|| async {
-        let (client, connection) = config.connect(tls.clone()).await.context("PostgreSQL login")?;
-        drop(client);
-        connection.await.context("PostgreSQL close")?; // sends Terminate, ends when the server closes
-        Ok(())
-    })
-    .await
+/// A bare login to the engine's server through its proxy, as the admin user.
+enum Login {
+    Postgres { config: Box<tokio_postgres::Config>, tls: tokio_postgres_rustls::MakeRustlsConnect },
+    Mysql { opts: mysql_async::Opts },
 }
 
-/// Median of `RUNS` MySQL/MariaDB logins over verified TLS to `localhost:port`, each closed at once.
-pub async fn mysql_login(port: u16, user: &str, password: &str, ca_path: &str) -> Result<Duration> {
-    let ssl = mysql_async::SslOpts::default()
-        .with_root_certs(vec![PathBuf::from(ca_path).into()])
-        .with_disable_built_in_roots(true);
-    // Cloned options share one TLS connector, built on the first login (an untimed one).
-    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("localhost")
-        .tcp_port(port)
-        .user(Some(user))
-        .pass(Some(password))
-        .ssl_opts(ssl)
-        .tcp_nodelay(true)
-        // No reconnection over the server's Unix socket, no settings query after login.
-        .prefer_socket(false)
-        .max_allowed_packet(Some(16 * 1024 * 1024))
-        .wait_timeout(Some(28_800))
-        .into();
-    median_of(|| async {
-        let connection = mysql_async::Conn::new(opts.clone()).await.context("MySQL login")?;
-        connection.disconnect().await.context("MySQL close")?;
+impl Floor {
+    /// `client` reaches Secrets Manager through its proxy; `secret_id` is any secret there.
+    pub async fn new(db: Db, env: &TestEnv, proxy_port: u16, client: Client, secret_id: &str) -> Result<Self> {
+        let login = match db {
+            Db::Postgres => {
+                let mut config = tokio_postgres::Config::new();
+                config
+                    .host("localhost")
+                    .port(proxy_port)
+                    .user(&env.pg_admin_user)
+                    .password(&env.pg_admin_password)
+                    .dbname("postgres")
+                    .ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(&env.ca_path)?);
+                Login::Postgres { config: Box::new(config), tls }
+            }
+            Db::Mysql => {
+                let ssl = mysql_async::SslOpts::default()
+                    .with_root_certs(vec![PathBuf::from(&env.ca_path).into()])
+                    .with_disable_built_in_roots(true);
+                // Clones of these options share one TLS connector, built on the first login.
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname("localhost")
+                    .tcp_port(proxy_port)
+                    .user(Some(&env.mysql_admin_user))
+                    .pass(Some(&env.mysql_admin_password))
+                    .ssl_opts(ssl)
+                    .tcp_nodelay(true)
+                    // No reconnection over the server's Unix socket, no settings query after login.
+                    .prefer_socket(false)
+                    .max_allowed_packet(Some(16 * 1024 * 1024))
+                    .wait_timeout(Some(28_800))
+                    .into();
+                Login::Mysql { opts }
+            }
+        };
+        let floor = Floor { client, secret_id: secret_id.to_owned(), login, calls: Vec::new(), logins: Vec::new() };
+        for _ in 0..WARM_UP {
+            floor.call().await?;
+            floor.login.once().await?;
+        }
+        Ok(floor)
+    }
+
+    /// Times one bare call and one bare login. An untimed call goes first: on this machine a
+    /// request after an idle moment costs about 1 ms more than one that follows another, and the
+    /// floor is the cheaper case (most of a step's calls follow another).
+    pub async fn sample(&mut self) -> Result<()> {
+        self.call().await?;
+        let started = Instant::now();
+        self.call().await?;
+        self.calls.push(started.elapsed());
+        let started = Instant::now();
+        self.login.once().await?;
+        self.logins.push(started.elapsed());
         Ok(())
-    })
-    .await
+    }
+
+    /// The median bare Secrets Manager call.
+    pub fn call_median(&self) -> Duration {
+        median(&self.calls)
+    }
+
+    /// The median bare login.
+    pub fn login_median(&self) -> Duration {
+        median(&self.logins)
+    }
+
+    pub fn samples(&self) -> usize {
+        self.calls.len()
+    }
+
+    async fn call(&self) -> Result<()> {
+        self.client.describe_secret().secret_id(&self.secret_id).send().await.context("DescribeSecret")?;
+        Ok(())
+    }
+}
+
+impl Login {
+    async fn once(&self) -> Result<()> {
+        match self {
+            Login::Postgres { config, tls } => {
+                let (client, connection) = config.connect(tls.clone()).await.context("PostgreSQL login")?;
+                drop(client);
+                connection.await.context("PostgreSQL close")?; // sends Terminate, ends when the server closes
+            }
+            Login::Mysql { opts } => {
+                let connection = mysql_async::Conn::new(opts.clone()).await.context("MySQL login")?;
+                connection.disconnect().await.context("MySQL close")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn tls_config(ca_path: &str) -> Result<rustls::ClientConfig> {
@@ -88,20 +150,8 @@ fn tls_config(ca_path: &str) -> Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
-async fn median_of<F, Fut>(mut once: F) -> Result<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<()>>,
-{
-    for _ in 0..WARM_UP {
-        once().await?;
-    }
-    let mut times = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let started = Instant::now();
-        once().await?;
-        times.push(started.elapsed());
-    }
-    times.sort();
-    Ok(percentile(&times, 50.0))
+fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    percentile(&sorted, 50.0)
 }

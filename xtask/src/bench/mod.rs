@@ -14,10 +14,11 @@
 //!
 //! 1. Build the release binaries and start the services (`Services::start`).
 //! 2. Create N users and secrets whose host is the database proxy (`rotation.rs`).
-//! 3. Floors (`floor.rs`): a bare Secrets Manager call and a bare TLS login through the proxies.
-//! 4. Init time: spawn to first request for work, over fresh processes (`function.rs`).
-//! 5. Rotate each secret through one long-lived process, timing and counting every step.
-//! 6. Report (`report.rs`): a table, a JSON document, and with `--check` the verdict.
+//! 3. Init time: spawn to first request for work, over fresh processes (`function.rs`).
+//! 4. Rotate each secret through one long-lived process, timing and counting every step; before
+//!    each invocation, sample the floor (`floor.rs`): a bare Secrets Manager call and a bare TLS
+//!    login through the same proxies.
+//! 5. Report (`report.rs`): a table, a JSON document, and with `--check` the verdict.
 //!
 //! The floor has to be measured by optimized code, as the functions are built, and `cargo xtask`
 //! is not (unoptimized, a SCRAM login's 4096 PBKDF2 rounds alone take ~100 ms). So the bench
@@ -41,6 +42,7 @@ use e2e::{STEPS, TestEnv};
 
 use crate::services::{Services, workspace_root};
 use crate::tools::{self, progress};
+use floor::Floor;
 use function::FunctionSetup;
 use proxy::CountingProxy;
 use report::{CHECK_MAX_RATIO, EngineResult, StepResult};
@@ -201,16 +203,7 @@ async fn bench_engine(
     progress(&format!("{title}: creating {} users and their secrets", options.secrets));
     let secrets = rotation::create_secrets(db, env, &client, database.port, options.secrets).await?;
 
-    progress(&format!("{title}: measuring the floor ({} calls, {} logins)", floor::RUNS, floor::RUNS));
-    let call_floor = floor::secrets_manager_call(&proxied_client, &secrets[0].arn).await?;
-    let login_floor = match db {
-        Db::Postgres => {
-            floor::postgres_login(database.port, &env.pg_admin_user, &env.pg_admin_password, &env.ca_path).await?
-        }
-        Db::Mysql => {
-            floor::mysql_login(database.port, &env.mysql_admin_user, &env.mysql_admin_password, &env.ca_path).await?
-        }
-    };
+    let mut floor = Floor::new(db, env, database.port, proxied_client, &secrets[0].arn).await?;
 
     let binary = target_dir().join("release").join(db.function());
     let setup = FunctionSetup {
@@ -222,16 +215,22 @@ async fn bench_engine(
     progress(&format!("{title}: init time over {} spawns", function::INIT_RUNS));
     let init = setup.init_time().await?;
 
-    progress(&format!("{title}: rotating {} secrets through one {} process", secrets.len(), db.function()));
+    progress(&format!(
+        "{title}: rotating {} secrets through one {} process, sampling the floor between invocations",
+        secrets.len(),
+        db.function()
+    ));
     let log = services.dir.join(format!("bench-{}.log", db.function()));
     let mut process = setup.start(&log).await?;
     let cpu_before = process.cpu_time()?;
-    let samples = rotation::rotate_all(db, env, &client, &mut process, secrets_manager, &database, &secrets)
+    let proxies = rotation::Proxies { secrets_manager, database: &database };
+    let samples = rotation::rotate_all(db, env, &client, &mut process, proxies, &mut floor, &secrets)
         .await
         .with_context(|| format!("the function's log is {}", log.display()))?;
     let cpu_per_rotation = (process.cpu_time()? - cpu_before) / secrets.len() as u32;
     let peak_rss_kib = process.peak_rss_kib()?;
     process.stop().await?;
+    let (call_floor, login_floor) = (floor.call_median(), floor.login_median());
 
     Ok(EngineResult {
         title,
@@ -243,6 +242,7 @@ async fn bench_engine(
         cpu_per_rotation,
         call_floor,
         login_floor,
+        floor_samples: floor.samples(),
         steps: STEPS
             .iter()
             .zip(&samples)

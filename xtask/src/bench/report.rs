@@ -78,6 +78,8 @@ pub struct EngineResult {
     pub call_floor: Duration,
     /// Median of a bare verified TLS login (and close) to the same server through the same proxy.
     pub login_floor: Duration,
+    /// How many of each the floors are the median of.
+    pub floor_samples: usize,
     pub steps: Vec<StepResult>,
 }
 
@@ -102,12 +104,13 @@ impl EngineResult {
 
     pub fn print(&self) {
         println!(
-            "\n{} ({}, {} secrets, one warm process; floor: Secrets Manager call {}, TLS login {})",
+            "\n{} ({}, {} secrets, one warm process; floor: Secrets Manager call {}, TLS login {}, medians of {})",
             self.title,
             self.function,
             self.secrets,
             ms(self.call_floor),
-            ms(self.login_floor)
+            ms(self.login_floor),
+            self.floor_samples
         );
         println!(
             "| {:<13} | {:>9} | {:>9} | {:>8} | {:>6} | {:>9} | {:>6} | {:>9} |",
@@ -175,7 +178,7 @@ impl EngineResult {
             "floor": {
                 "secrets_manager_call_ms": millis(self.call_floor),
                 "login_ms": millis(self.login_floor),
-                "runs": super::floor::RUNS,
+                "samples": self.floor_samples,
             },
             "steps": steps,
             "rotation_ms": millis(self.steps.iter().map(|s| s.median).sum()),
@@ -259,6 +262,7 @@ mod tests {
             cpu_per_rotation: Duration::ZERO,
             call_floor: Duration::from_millis(2),
             login_floor: Duration::from_millis(5),
+            floor_samples: 50,
             steps: vec![step],
         };
         assert_eq!(engine.check_failures().len(), 1, "2.8× is over the {CHECK_MAX_RATIO}× limit");

@@ -1,6 +1,7 @@
 //! The job itself: N database users, a secret for each, rotated one after the other by one
 //! long-lived function process. Every step is timed and its Secrets Manager calls and database
-//! logins counted; every rotation is checked to have happened.
+//! logins counted; every rotation is checked to have happened. The floor is sampled between
+//! the invocations.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use e2e::scenarios::Db;
 use e2e::{STEPS, TestEnv};
 use serde_json::json;
 
+use super::floor::{self, Floor};
 use super::function::FunctionProcess;
 use super::proxy::CountingProxy;
 
@@ -56,22 +58,35 @@ pub async fn create_secrets(
     Ok(secrets)
 }
 
+/// The proxies in front of Secrets Manager and of the engine's database.
+pub struct Proxies<'a> {
+    pub secrets_manager: &'a CountingProxy,
+    pub database: &'a CountingProxy,
+}
+
 /// Rotates every secret through `function`; one sample per step (in `STEPS` order) per rotation.
+/// Before each invocation, `floor` takes its samples.
 pub async fn rotate_all(
     db: Db,
     env: &TestEnv,
     client: &Client,
     function: &mut FunctionProcess,
-    secrets_manager: &CountingProxy,
-    database: &CountingProxy,
+    proxies: Proxies<'_>,
+    floor: &mut Floor,
     secrets: &[BenchSecret],
 ) -> Result<Vec<Vec<StepSample>>> {
+    let floor_samples_per_invocation = floor::MIN_SAMPLES.div_ceil(STEPS.len() * secrets.len());
     let mut samples: Vec<Vec<StepSample>> = STEPS.iter().map(|_| Vec::with_capacity(secrets.len())).collect();
     for secret in secrets {
         // As Secrets Manager does before createSecret: a version with no value, staged AWSPENDING.
         let token = e2e::start_rotation(env, client, &secret.arn).await;
         for (step, step_samples) in STEPS.iter().zip(&mut samples) {
+            for _ in 0..floor_samples_per_invocation {
+                floor.sample().await?;
+            }
             let event = json!({ "Step": step, "SecretId": secret.arn, "ClientRequestToken": token });
+            let (secrets_manager, database) = (proxies.secrets_manager, proxies.database);
+            // Marked after the floor's samples, which pass through the same proxies.
             let (sm_mark, db_mark) = (secrets_manager.mark(), database.mark());
             let completion = function.invoke(event).await.with_context(|| format!("{step} of {}", secret.arn))?;
             if let Err(error) = completion.outcome {

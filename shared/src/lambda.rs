@@ -40,26 +40,21 @@ fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
     }
 }
 
-/// Logs as Lambda's advanced logging controls ask (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`,
-/// else `RUST_LOG`, else INFO), but never below DEBUG, whatever the variables say: at TRACE the
-/// runtime logs each raw event (with its `RotationToken`) and the AWS SDK each request body (with
-/// the new secret value).
+/// Logs as Lambda's advanced logging controls ask: `AWS_LAMBDA_LOG_FORMAT=JSON` gives one flat
+/// JSON object per line in Lambda's shape (`crate::logging`), anything else the text format; the
+/// level is `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO, but never below DEBUG, whatever
+/// the variables say: at TRACE the runtime logs each raw event (with its `RotationToken`) and the
+/// AWS SDK each request body (with the new secret value).
 fn init_logging() {
-    use lambda_runtime::tracing::subscriber::filter::{EnvFilter, LevelFilter};
+    use lambda_runtime::tracing::subscriber::filter::LevelFilter;
     use lambda_runtime::tracing::subscriber::{fmt, prelude::*, registry};
 
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
-        .and_then(|level| level.parse::<LevelFilter>().ok())
-        .unwrap_or(LevelFilter::INFO);
-    let requested = EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
+    let requested = crate::logging::level_filter(&|name| std::env::var(name).ok());
     let logs = registry().with(LevelFilter::DEBUG).with(requested);
-    let format = fmt::layer().with_target(false).without_time();
     if std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        logs.with(format.json()).init();
+        logs.with(crate::logging::LambdaJson::new(std::io::stdout)).init();
     } else {
-        logs.with(format).init();
+        logs.with(fmt::layer().with_target(false).without_time()).init();
     }
 }
 

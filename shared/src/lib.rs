@@ -10,6 +10,8 @@ pub mod deadline;
 mod error;
 mod event;
 mod lambda;
+mod logging;
+mod metrics;
 pub mod net;
 mod policy;
 mod secret;

@@ -58,6 +58,13 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
                 None => self.run_step(&event).await,
             };
             let duration_ms = started.elapsed().as_millis() as u64;
+            crate::metrics::emit(&crate::metrics::StepRecord {
+                step: &event.step.to_string(),
+                secret_id: &event.secret_id,
+                engine: T::ENGINE.label,
+                duration_ms,
+                error_type: result.as_ref().err().map(Error::error_type),
+            });
             match &result {
                 Ok(()) => info!(duration_ms, outcome = "success", "step finished"),
                 Err(e) => error!(

@@ -1,6 +1,6 @@
 //! `cargo xtask <command>`: the developer commands of this repository.
 //!
-//! - `demo [postgres | mysql] [--release]`: installs what is missing, starts LocalStack and the databases,
+//! - `demo [postgres | mysql | redshift] [--release]`: installs what is missing, starts LocalStack and the databases,
 //!   rotates a real password through the Lambda binary and shows what happened.
 //! - `test`: starts the services, runs every test (unit and end to end), stops the services.
 //! - `services`: starts the services and waits, printing the variables the tests read.
@@ -23,7 +23,7 @@ use anyhow::Result;
 use services::Services;
 use tools::progress;
 
-const USAGE: &str = "usage: cargo xtask <demo [postgres | mysql] [--release] | test [-- <cargo test arguments>] | services | bench [--check] [--secrets N] [--json PATH] | rds-bundle>";
+const USAGE: &str = "usage: cargo xtask <demo [postgres | mysql | redshift] [--release] | test [-- <cargo test arguments>] | services | bench [--check] [--secrets N] [--json PATH] | rds-bundle>";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
             match demo::Engine::parse(engine) {
                 Some(engine) => demo::run(engine, release).await,
                 None => {
-                    eprintln!("usage: cargo xtask demo [postgres | mysql] [--release]");
+                    eprintln!("usage: cargo xtask demo [postgres | mysql | redshift] [--release]");
                     return ExitCode::from(2);
                 }
             }

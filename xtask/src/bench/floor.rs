@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use aws_sdk_secretsmanager::Client;
 use e2e::TestEnv;
-use e2e::scenarios::Db;
+use e2e::scenarios::Engine;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -45,21 +45,30 @@ enum Login {
 
 impl Floor {
     /// `client` reaches Secrets Manager through its proxy; `secret_id` is any secret there.
-    pub async fn new(db: Db, env: &TestEnv, proxy_port: u16, client: Client, secret_id: &str) -> Result<Self> {
-        let login = match db {
-            Db::Postgres => {
+    pub async fn new(engine: Engine, env: &TestEnv, proxy_port: u16, client: Client, secret_id: &str) -> Result<Self> {
+        // Redshift's stand-in users log in with md5, in Redshift's default database.
+        let (user, password, dbname) = match engine {
+            Engine::Redshift => {
+                let (user, password) = (e2e::unique("bench_floor"), format!("Floor-{}", uuid::Uuid::new_v4().simple()));
+                env.create_redshift_user(&user, &password, "").await;
+                (user, password, "dev")
+            }
+            _ => (env.pg_admin_user.clone(), env.pg_admin_password.clone(), "postgres"),
+        };
+        let login = match engine {
+            Engine::Postgres | Engine::Redshift => {
                 let mut config = tokio_postgres::Config::new();
                 config
                     .host("localhost")
                     .port(proxy_port)
-                    .user(&env.pg_admin_user)
-                    .password(&env.pg_admin_password)
-                    .dbname("postgres")
+                    .user(&user)
+                    .password(&password)
+                    .dbname(dbname)
                     .ssl_mode(tokio_postgres::config::SslMode::Require);
                 let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(&env.ca_path)?);
                 Login::Postgres { config: Box::new(config), tls }
             }
-            Db::Mysql => {
+            Engine::Mysql => {
                 let ssl = mysql_async::SslOpts::default()
                     .with_root_certs(vec![PathBuf::from(&env.ca_path).into()])
                     .with_disable_built_in_roots(true);

@@ -37,7 +37,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use e2e::scenarios::Db;
+use e2e::scenarios::Engine;
 use e2e::{STEPS, TestEnv};
 
 use crate::services::{Services, workspace_root};
@@ -109,6 +109,7 @@ pub async fn run(args: &[String]) -> Result<ExitCode> {
     tools::run(
         Command::new(env!("CARGO"))
             .args(["build", "--release", "--quiet", "-p", "postgres-rotation", "-p", "mysql-rotation"])
+            .args(["-p", "redshift-rotation"])
             .current_dir(workspace_root()),
         "cargo build --release",
     )?;
@@ -177,22 +178,23 @@ async fn measure(options: &Options, services: &Services) -> Result<Vec<EngineRes
         services.env.aws_endpoint.trim_start_matches("http://").parse().context("LocalStack's address")?;
     let secrets_manager = CountingProxy::start(localstack).await?;
     let mut engines = Vec::new();
-    for db in [Db::Postgres, Db::Mysql] {
+    for db in [Engine::Postgres, Engine::Mysql, Engine::Redshift] {
         engines.push(bench_engine(db, options, services, &secrets_manager).await?);
     }
     Ok(engines)
 }
 
 async fn bench_engine(
-    db: Db,
+    db: Engine,
     options: &Options,
     services: &Services,
     secrets_manager: &CountingProxy,
 ) -> Result<EngineResult> {
     let env = &services.env;
     let title = match db {
-        Db::Postgres => "PostgreSQL",
-        Db::Mysql => "MariaDB",
+        Engine::Postgres => "PostgreSQL",
+        Engine::Mysql => "MariaDB",
+        Engine::Redshift => "Redshift (PostgreSQL stand-in, md5)",
     };
     let database = CountingProxy::start(([127, 0, 0, 1], db.port(env)).into()).await?;
     // Set-up and checks talk to LocalStack directly; the function and the floor go through the proxy.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use aws_sdk_secretsmanager::Client;
-use e2e::scenarios::Db;
+use e2e::scenarios::Engine;
 use e2e::{STEPS, TestEnv};
 use serde_json::json;
 
@@ -34,7 +34,7 @@ pub struct BenchSecret {
 /// Creates `count` users and their secrets. Secrets name `localhost` (the name in the server's
 /// certificate) and the proxy's port, so the function's logins pass through the proxy.
 pub async fn create_secrets(
-    db: Db,
+    db: Engine,
     env: &TestEnv,
     client: &Client,
     proxy_port: u16,
@@ -67,7 +67,7 @@ pub struct Proxies<'a> {
 /// Rotates every secret through `function`; one sample per step (in `STEPS` order) per rotation.
 /// Before each invocation, `floor` takes its samples.
 pub async fn rotate_all(
-    db: Db,
+    db: Engine,
     env: &TestEnv,
     client: &Client,
     function: &mut FunctionProcess,
@@ -104,7 +104,7 @@ pub async fn rotate_all(
 }
 
 /// The rotation happened: the token's version is current and its new password logs in.
-async fn verify(db: Db, env: &TestEnv, client: &Client, secret: &BenchSecret, token: &str) -> Result<()> {
+async fn verify(db: Engine, env: &TestEnv, client: &Client, secret: &BenchSecret, token: &str) -> Result<()> {
     let current = e2e::version_with(client, &secret.arn, "AWSCURRENT").await;
     ensure!(current.as_deref() == Some(token), "{}: AWSCURRENT is {current:?}, not the new version", secret.arn);
     let value = e2e::secret_value(client, &secret.arn, None, "AWSCURRENT").await;

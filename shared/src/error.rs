@@ -89,6 +89,14 @@ pub enum Error {
 
     #[error("{action} on {host}:{port} failed: {detail}")]
     Target { action: &'static str, host: String, port: u16, detail: String, retryable: bool },
+
+    /// A pending version that can no longer succeed, with the way out.
+    #[error(
+        "{inner}. The AWSPENDING version {token} cannot complete: {why}. To abandon it, remove its label \
+         (`aws secretsmanager update-secret-version-stage --secret-id {secret} --version-stage AWSPENDING \
+         --remove-from-version-id {token}`), correct AWSCURRENT if needed, and start a new rotation"
+    )]
+    StalePending { inner: Box<Error>, secret: String, token: String, why: String },
 }
 
 /// What is wrong with a secret's value. Field names only, never field values.
@@ -106,6 +114,33 @@ pub enum SecretProblem {
     InvalidField { field: &'static str, expected: &'static str },
     #[error("field `engine` is `{found}`, but this function rotates {expected}")]
     WrongEngine { found: String, expected: String },
+    /// A field of the right type whose content breaks a rule; `rule` describes the rule and
+    /// what was found (a length, a kind of character), never the value.
+    #[error("field `{field}` {rule}")]
+    Rule { field: &'static str, rule: String },
+}
+
+/// The longest identifier (secret id, version id, user or host name) a message repeats whole.
+pub const MAX_SHOWN_CHARS: usize = 256;
+
+/// The longest `errorMessage` a function returns.
+pub const MAX_MESSAGE_CHARS: usize = 4096;
+
+/// `text`, cut to `max` characters with a note of how long it was, for messages.
+pub fn clip(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(max).collect();
+    format!("{kept}… ({count} characters in all)")
+}
+
+/// An identifier for a message: cut to [`MAX_SHOWN_CHARS`], control characters shown escaped
+/// so one value cannot forge a log line.
+pub fn shown(text: &str) -> String {
+    let clipped = clip(text, MAX_SHOWN_CHARS);
+    if clipped.chars().any(char::is_control) { clipped.escape_default().to_string() } else { clipped }
 }
 
 impl Error {
@@ -144,6 +179,7 @@ impl Error {
             Error::OldPasswordStillAccepted { .. } => "OldPasswordStillAccepted",
             Error::OutOfTime { .. } => "OutOfTime",
             Error::Target { .. } => "TargetCommand",
+            Error::StalePending { inner, .. } => inner.kind(),
         }
     }
 
@@ -156,6 +192,9 @@ impl Error {
 
 impl From<Error> for lambda_runtime::Diagnostic {
     fn from(error: Error) -> Self {
-        lambda_runtime::Diagnostic { error_type: error.error_type(), error_message: error.to_string() }
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type(),
+            error_message: clip(&error.to_string(), MAX_MESSAGE_CHARS),
+        }
     }
 }

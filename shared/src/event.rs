@@ -39,10 +39,19 @@ impl std::str::FromStr for Step {
             "setSecret" => Ok(Step::Set),
             "testSecret" => Ok(Step::Test),
             "finishSecret" => Ok(Step::Finish),
-            other => Err(Error::UnknownStep(other.chars().take(64).collect())),
+            other => Err(Error::UnknownStep(crate::error::shown(&other.chars().take(64).collect::<String>()))),
         }
     }
 }
+
+/// The longest `SecretId` Secrets Manager accepts (an ARN; a name has at most 512).
+const MAX_SECRET_ID_CHARS: usize = 2048;
+/// The longest `ClientRequestToken` Secrets Manager accepts.
+const MAX_TOKEN_CHARS: usize = 64;
+/// A bound far above any `RotationToken` seen, so an oversized event is refused early.
+const MAX_ROTATION_TOKEN_CHARS: usize = 8192;
+/// The longest step name a message repeats.
+const MAX_STEP_CHARS: usize = 64;
 
 /// The event Secrets Manager sends to a rotation function.
 ///
@@ -80,11 +89,34 @@ impl RotationEvent {
         };
         let required =
             |name: &'static str| field(name)?.ok_or_else(|| Error::InvalidEvent(format!("missing field `{name}`")));
+        let bounded = |name: &'static str, value: String, limit: usize| -> Result<String, Error> {
+            let length = value.chars().count();
+            if length > limit {
+                return Err(Error::InvalidEvent(format!(
+                    "field `{name}` is {length} characters long; Secrets Manager sends at most {limit}"
+                )));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(Error::InvalidEvent(format!("field `{name}` holds a control character")));
+            }
+            Ok(value)
+        };
+        let step = required("Step")?;
+        let step = if step.chars().count() > MAX_STEP_CHARS || step.chars().any(char::is_control) {
+            return Err(Error::UnknownStep(crate::error::shown(
+                &step.chars().take(MAX_STEP_CHARS).collect::<String>(),
+            )));
+        } else {
+            step.parse()?
+        };
         Ok(RotationEvent {
-            step: required("Step")?.parse()?,
-            secret_id: required("SecretId")?,
-            token: required("ClientRequestToken")?,
-            rotation_token: field("RotationToken")?.map(SecretString::from),
+            step,
+            secret_id: bounded("SecretId", required("SecretId")?, MAX_SECRET_ID_CHARS)?,
+            token: bounded("ClientRequestToken", required("ClientRequestToken")?, MAX_TOKEN_CHARS)?,
+            rotation_token: field("RotationToken")?
+                .map(|token| bounded("RotationToken", token, MAX_ROTATION_TOKEN_CHARS))
+                .transpose()?
+                .map(SecretString::from),
         })
     }
 }
@@ -147,5 +179,36 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), "UnknownStep");
         assert!(err.to_string().contains("`deleteSecret`"));
+    }
+
+    #[test]
+    fn oversized_or_nested_fields_are_refused_without_echo() {
+        let huge = "s".repeat(200_000);
+        let err =
+            RotationEvent::from_json(json!({"Step": "createSecret", "SecretId": huge, "ClientRequestToken": "t"}))
+                .unwrap_err();
+        assert_eq!(err.error_type(), "Permanent.InvalidEvent");
+        assert!(err.to_string().contains("`SecretId` is 200000 characters long"), "{err}");
+        assert!(err.to_string().len() < 200, "{err}");
+        let long_token = "t".repeat(65);
+        let err =
+            RotationEvent::from_json(json!({"Step": "setSecret", "SecretId": "s", "ClientRequestToken": long_token}))
+                .unwrap_err();
+        assert!(err.to_string().contains("`ClientRequestToken` is 65 characters long"), "{err}");
+        let err = RotationEvent::from_json(json!({"Step": "setSecret", "SecretId": "a\nb", "ClientRequestToken": "t"}))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "invalid rotation event: field `SecretId` holds a control character");
+        let nested = json!({"Step": {"a": [1, {"b": "secret-in-here"}]}, "SecretId": "s", "ClientRequestToken": "t"});
+        let err = RotationEvent::from_json(nested).unwrap_err();
+        assert_eq!(err.to_string(), "invalid rotation event: field `Step` must be a string");
+        let err =
+            RotationEvent::from_json(json!({"Step": "x".repeat(100_000), "SecretId": "s", "ClientRequestToken": "t"}))
+                .unwrap_err();
+        assert_eq!(err.error_type(), "Permanent.UnknownStep");
+        assert!(err.to_string().len() < 200, "{err}");
+        for payload in [json!(null), json!(42), json!([{"Step": "createSecret"}]), json!(true)] {
+            let err = RotationEvent::from_json(payload).unwrap_err();
+            assert_eq!(err.error_type(), "Permanent.InvalidEvent");
+        }
     }
 }

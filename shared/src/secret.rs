@@ -3,7 +3,17 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
+use crate::error::shown;
 use crate::{EngineInfo, SecretProblem, Strategy, TlsMode};
+
+/// The longest host name DNS allows, in bytes.
+const MAX_HOST_BYTES: usize = 253;
+/// The longest label of a DNS name, in bytes.
+const MAX_LABEL_BYTES: usize = 63;
+/// The longest database name any of the engines keeps (MySQL's 64; PostgreSQL's is 63).
+const MAX_DBNAME_BYTES: usize = 64;
+/// The longest password the functions pass on (`GetRandomPassword` makes at most 4096).
+const MAX_PASSWORD_BYTES: usize = 4096;
 
 /// A database secret in the JSON shape AWS's rotation templates, RDS and CDK use.
 ///
@@ -55,20 +65,33 @@ impl DatabaseSecret {
             && !engine.engines.contains(&found.as_str())
         {
             return Err(SecretProblem::WrongEngine {
-                found: found.chars().take(64).collect(),
+                found: shown(&found.chars().take(64).collect::<String>()),
                 expected: engine.engines.join(" or "),
             });
         }
         let host = required_string(&fields, "host")?;
+        check_host(&host)?;
         let username = required_string(&fields, "username")?;
-        let password = SecretString::from(required_string(&fields, "password")?);
+        check_no_control("username", &username)?;
+        let password = required_string(&fields, "password")?;
+        check_password(&password)?;
+        let password = SecretString::from(password);
         let port = match fields.get("port") {
             None | Some(Value::Null) => engine.default_port,
             Some(value) => port_number(value)?,
         };
         let dbname = optional_string(&fields, "dbname")?.or_else(|| engine.default_dbname.map(str::to_owned));
+        if let Some(dbname) = &dbname {
+            check_no_control("dbname", dbname)?;
+            check_length("dbname", dbname, MAX_DBNAME_BYTES)?;
+        }
         let tls = TlsMode::from_fields(fields.get("ssl"), fields.get("sslmode"))?;
         let masterarn = optional_string(&fields, "masterarn")?;
+        if let Some(masterarn) = &masterarn {
+            check_no_control("masterarn", masterarn)?;
+            // A secret's ARN has at most 2048 characters, its name 512.
+            check_length("masterarn", masterarn, 2048)?;
+        }
         let rotation_strategy = match optional_string(&fields, "rotation_strategy")? {
             None => None,
             Some(name) => Some(name.parse().map_err(|()| SecretProblem::InvalidField {
@@ -148,10 +171,109 @@ impl DatabaseSecret {
         self.username == other.username && self.same_server(other)
     }
 
-    /// `user@host:port`, for messages.
+    /// `user@host:port`, for messages (each part cut to a length a message can hold).
     pub fn account(&self) -> String {
-        format!("{}@{}:{}", self.username, self.host, self.port)
+        format!("{}@{}:{}", shown(&self.username), shown(&self.host), self.port)
     }
+
+    /// Refuses a user name longer than the engine keeps intact: a server that truncates it
+    /// would log in, or change the password of, another user.
+    pub fn check_username_bytes(&self, limit: usize) -> Result<(), SecretProblem> {
+        check_length("username", &self.username, limit)
+    }
+}
+
+/// What `host` must be: a DNS name or an IP address, nothing around it.
+fn check_host(host: &str) -> Result<(), SecretProblem> {
+    let rule = |rule: &str| Err(SecretProblem::Rule { field: "host", rule: rule.to_owned() });
+    check_length("host", host, MAX_HOST_BYTES)?;
+    if host.chars().any(|c| c.is_control()) {
+        return rule("holds a control character (a newline, a tab, NUL): give the host name alone");
+    }
+    if host.chars().any(char::is_whitespace) {
+        return rule("holds whitespace: give the host name alone");
+    }
+    if !host.is_ascii() {
+        return rule(
+            "holds a non-ASCII character: write an internationalised name in its ASCII (xn--) form, \
+             and check for look-alike letters",
+        );
+    }
+    if host.contains("://") {
+        return rule("holds a URL scheme (`…://`): give the host name alone, without scheme, user, path or port");
+    }
+    if host.contains('@') {
+        return rule(
+            "holds `@` (user or password in a URL): give the host name alone; credentials go in `username` and `password`",
+        );
+    }
+    if host.contains(['/', '?', '#', '\\']) {
+        return rule("holds a path or query (`/`, `?`, `#` or `\\`): give the host name alone");
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.contains(['[', ']']) {
+        return rule("holds brackets: give an IPv6 address without `[` and `]`, and the port in field `port`");
+    }
+    if host.contains(':') {
+        return rule("holds `:` but is not an IPv6 address: put the port in field `port`, not in `host`");
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.iter().any(|label| label.is_empty()) {
+        return rule("has an empty label (`..`, or a dot at the start): it is not a DNS name");
+    }
+    if labels.iter().any(|label| label.len() > MAX_LABEL_BYTES) {
+        return rule(&format!("has a label longer than {MAX_LABEL_BYTES} bytes: it is not a DNS name"));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        let kind = match bad {
+            '\'' | '"' | '`' => "a quote".to_owned(),
+            other => format!("`{other}`"),
+        };
+        return rule(&format!("holds {kind}: a host is a DNS name (letters, digits, `-`, `.`) or an IP address"));
+    }
+    if labels.iter().any(|label| label.starts_with('-') || label.ends_with('-')) {
+        return rule("has a label that starts or ends with `-`: it is not a DNS name");
+    }
+    if labels.iter().all(|label| label.bytes().all(|b| b.is_ascii_digit())) {
+        return rule("is all digits and dots but not an IPv4 address");
+    }
+    Ok(())
+}
+
+fn check_length(field: &'static str, value: &str, limit: usize) -> Result<(), SecretProblem> {
+    if value.len() > limit {
+        return Err(SecretProblem::Rule {
+            field,
+            rule: format!("is {} bytes long; at most {limit} are allowed", value.len()),
+        });
+    }
+    Ok(())
+}
+
+fn check_no_control(field: &'static str, value: &str) -> Result<(), SecretProblem> {
+    if value.contains('\0') {
+        return Err(SecretProblem::Rule { field, rule: "holds a NUL character".into() });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(SecretProblem::Rule {
+            field,
+            rule: "holds a control character (a newline, a tab, an escape)".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_password(password: &str) -> Result<(), SecretProblem> {
+    if password.contains('\0') {
+        return Err(SecretProblem::Rule {
+            field: "password",
+            rule: "holds a NUL character, which no database client can send".into(),
+        });
+    }
+    check_length("password", password, MAX_PASSWORD_BYTES)
 }
 
 fn json_type(value: &Value) -> &'static str {
@@ -329,5 +451,118 @@ mod tests {
         let debug = format!("{secret:?}");
         assert!(debug.contains("db.example.com"));
         assert!(!debug.contains("pw-1"));
+    }
+
+    fn problem_of(field: &str, text: &str) -> SecretProblem {
+        let mut value = base();
+        value[field] = json!(text);
+        parse(value).unwrap_err()
+    }
+
+    #[test]
+    fn accepts_dns_names_and_ip_addresses_as_hosts() {
+        for host in [
+            "localhost",
+            "db.example.com",
+            "db.example.com.",
+            "my_db-1.cluster-abc.eu-west-1.rds.amazonaws.com",
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "xn--bcher-kva.example",
+        ] {
+            let mut value = base();
+            value["host"] = json!(host);
+            assert_eq!(parse(value).unwrap().host, host);
+        }
+    }
+
+    #[test]
+    fn refuses_a_host_that_is_not_a_host_naming_the_rule_not_the_value() {
+        let cases = [
+            ("postgres://app:hunter2@db.example.com:5432/app", "URL scheme"),
+            ("app:hunter2@db.example.com", "`@`"),
+            ("db.example.com/app", "path"),
+            ("db.example.com:5432", "put the port in field `port`"),
+            ("[::1]", "brackets"),
+            ("db.example.com\nX-Injected: 1", "control character"),
+            ("db.example\u{0}.com", "control character"),
+            ("db example.com", "whitespace"),
+            (" db.example.com", "whitespace"),
+            ("dЬ.example.com", "non-ASCII"),
+            ("bücher.example", "xn--"),
+            ("db..example.com", "empty label"),
+            (".example.com", "empty label"),
+            ("-db.example.com", "starts or ends with `-`"),
+            ("db.example.com;drop", "`;`"),
+            ("db'x.example.com", "a quote"),
+            ("999.1.1.1", "not an IPv4 address"),
+        ];
+        for (host, rule) in cases {
+            let err = problem_of("host", host);
+            let text = err.to_string();
+            assert!(text.starts_with("field `host` "), "{host:?}: {text}");
+            assert!(text.contains(rule), "{host:?}: {text} should say {rule:?}");
+            assert!(!text.contains("hunter2") && !text.contains(host), "{host:?} echoed: {text}");
+        }
+        let long = format!("{}.example.com", "a".repeat(64));
+        assert!(problem_of("host", &long).to_string().contains("label longer than 63 bytes"));
+        let huge = "a.".repeat(10_000);
+        let text = problem_of("host", &huge).to_string();
+        assert_eq!(text, "field `host` is 20000 bytes long; at most 253 are allowed");
+    }
+
+    #[test]
+    fn refuses_control_characters_in_user_and_dbname_and_nul_in_passwords() {
+        for (field, text, rule) in [
+            ("username", "app\u{0}", "NUL"),
+            ("username", "app\nadmin", "control character"),
+            ("username", "app\u{1b}[31m", "control character"),
+            ("dbname", "orders\r", "control character"),
+            ("password", "pw\u{0}tail", "NUL"),
+            ("masterarn", "arn:aws:secretsmanager:x\n", "control character"),
+        ] {
+            let err = problem_of(field, text);
+            assert_eq!(
+                err,
+                SecretProblem::Rule {
+                    field: match field {
+                        "username" => "username",
+                        "dbname" => "dbname",
+                        "password" => "password",
+                        _ => "masterarn",
+                    },
+                    rule: err_rule(&err)
+                }
+            );
+            assert!(err.to_string().contains(rule), "{field}: {err}");
+            assert!(!err.to_string().contains(text), "{field}: {err}");
+        }
+        let mut value = base();
+        value["username"] = json!("Ünïcode user \"quoted\"");
+        assert!(parse(value).is_ok(), "any printable name is a name");
+        let secret = parse(base()).unwrap();
+        assert!(secret.check_username_bytes(3).is_ok());
+        assert_eq!(
+            secret.check_username_bytes(2).unwrap_err().to_string(),
+            "field `username` is 3 bytes long; at most 2 are allowed"
+        );
+        assert!(problem_of("password", &"p".repeat(4097)).to_string().contains("at most 4096"));
+    }
+
+    fn err_rule(problem: &SecretProblem) -> String {
+        match problem {
+            SecretProblem::Rule { rule, .. } => rule.clone(),
+            other => panic!("not a rule: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn messages_cut_long_names() {
+        let mut value = base();
+        value["username"] = json!("u".repeat(5000));
+        let secret = parse(value).unwrap();
+        assert!(secret.account().len() < 400, "{}", secret.account().len());
+        assert!(secret.account().contains("(5000 characters in all)"));
     }
 }

@@ -4,8 +4,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing::{Instrument, error, info, info_span};
 
 use crate::{
-    DatabaseSecret, Error, Login, RotationEvent, SecretStore, SecretVersions, Settings, Step, Strategy, Target,
-    alternate_username, main_username, stage,
+    DatabaseSecret, Error, Login, RotationEvent, SecretProblem, SecretStore, SecretVersions, Settings, Step, Strategy,
+    Target, alternate_username, main_username, stage,
 };
 
 /// How long `testSecret` keeps trying a rejected pending password of the `admin-api` strategy:
@@ -126,8 +126,29 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         let strategy = self.strategy(&current);
         // Checked now, so a broken master secret or a server without dual passwords stops the
         // rotation before a pending version exists to block the next one.
+        if strategy == Strategy::AlternatingUsers
+            && let Some(masterarn) = &current.masterarn
+            && same_secret(masterarn, &event.secret_id)
+        {
+            return Err(self.invalid_current(
+                event,
+                "masterarn",
+                "names this secret itself: alternating users need the secret of another user that may \
+                 change passwords",
+            ));
+        }
         if strategy.needs_master() {
-            self.load_master(event, &current, strategy).await?;
+            let master = self.load_master(event, &current, strategy).await?;
+            if strategy == Strategy::AlternatingUsers
+                && (master.username == current.username || master.username == alternate_username(&current.username))
+            {
+                return Err(self.invalid_current(
+                    event,
+                    "masterarn",
+                    "names a secret of the user being rotated (or of its alternate): alternating users need \
+                     the secret of another user that may change passwords",
+                ));
+            }
         }
         if strategy == Strategy::DualPassword {
             let mut connection = self.login_as_current_or_previous(event, &current).await?;
@@ -149,7 +170,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         let password = self.store.random_password(&self.settings.policy).await?;
         self.target.check_new_password(&current, &password)?;
         let pending = current.with_credentials(&username, &password);
-        self.store.put_pending(&event.secret_id, &event.token, &pending, event.rotation_token.as_ref()).await?;
+        self.put_pending_verified(event, &pending).await?;
         info!(%strategy, "stored the pending version");
         Ok(())
     }
@@ -179,25 +200,35 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
 
     /// Changes the password on the target to the pending one.
     async fn set_secret(&self, event: &RotationEvent) -> Result<(), Error> {
-        let pending = self.load(event, stage::PENDING).await?;
+        let pending = match self.load(event, stage::PENDING).await {
+            Err(error @ Error::InvalidSecret { .. }) => {
+                return Err(self.stale_pending(event, error, "no step can use it, so nothing was changed for it"));
+            }
+            other => other?,
+        };
         let current = self.load(event, stage::CURRENT).await?;
         let strategy = self.strategy(&current);
-        match strategy {
+        let mismatch = match strategy {
             Strategy::SingleUser | Strategy::SingleUserWithMaster | Strategy::DualPassword | Strategy::AdminApi => {
-                if !pending.same_account(&current) {
-                    return Err(Error::UserMismatch { current: current.account(), pending: pending.account() });
-                }
+                (!pending.same_account(&current))
+                    .then(|| Error::UserMismatch { current: current.account(), pending: pending.account() })
             }
             Strategy::AlternatingUsers => {
                 let expected = alternate_username(&current.username);
-                if pending.username != expected || !pending.same_server(&current) {
-                    return Err(Error::NotAlternating {
-                        current: current.account(),
-                        pending: pending.account(),
-                        expected: format!("{expected}@{}:{}", current.host, current.port),
-                    });
-                }
+                (pending.username != expected || !pending.same_server(&current)).then(|| Error::NotAlternating {
+                    current: current.account(),
+                    pending: pending.account(),
+                    expected: format!(
+                        "{}@{}:{}",
+                        crate::error::shown(&expected),
+                        crate::error::shown(&current.host),
+                        current.port
+                    ),
+                })
             }
+        };
+        if let Some(error) = mismatch {
+            return Err(self.inconsistent_pending(event, &current, &pending, error).await);
         }
         // Checked after the users are: a pending secret may only name the user it should.
         if let Login::Accepted(connection) = self.target.connect(&pending).await? {
@@ -212,7 +243,21 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
                 info!(user = %pending.username, host = %pending.host, %strategy, "set the pending password");
                 return Ok(());
             }
-            Strategy::SingleUser | Strategy::DualPassword => self.login_as_current_or_previous(event, &current).await?,
+            Strategy::SingleUser | Strategy::DualPassword => {
+                match self.login_as_current_or_previous(event, &current).await {
+                    Ok(connection) => connection,
+                    Err(error @ Error::NoWorkingCredentials { .. }) => {
+                        // Another invocation of this step may have just changed the password.
+                        if let Login::Accepted(connection) = self.target.connect(&pending).await? {
+                            self.target.close(connection).await;
+                            info!("current and previous passwords are rejected but the pending one logs in now");
+                            return Ok(());
+                        }
+                        return Err(error);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
             Strategy::SingleUserWithMaster => self.login_as_master(event, &current, strategy).await?,
             Strategy::AlternatingUsers => {
                 match self.target.connect(&current).await? {
@@ -256,7 +301,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         };
         let master_error = |problem: String| Error::MasterSecret {
             secret: event.secret_id.clone(),
-            masterarn: masterarn.clone(),
+            masterarn: crate::error::shown(masterarn),
             problem,
         };
         let text = match self.store.get_value(masterarn, None, stage::CURRENT).await {
@@ -276,6 +321,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             Err(other) => return Err(master_error(format!("cannot be read: {other}"))),
         };
         let master = DatabaseSecret::parse_master(&text, &T::ENGINE, user)
+            .and_then(|master| master.check_username_bytes(T::MAX_USERNAME_BYTES).map(|()| master))
             .map_err(|problem| master_error(format!("is invalid: {problem}")))?;
         if !master.same_server(user) {
             return Err(master_error(format!(
@@ -359,6 +405,12 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         }
 
         let password_changed = current.password.expose_secret() != pending.password.expose_secret();
+        if !password_changed {
+            // RotateSecret with RotateImmediately=false tests a copy of the current version.
+            info!(
+                "the pending password is the current one (a test without rotation): not checking that it is rejected"
+            );
+        }
         if current.same_account(&pending)
             && password_changed
             && let Login::Accepted(connection) = self.target.connect(&current).await?
@@ -404,23 +456,116 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
     async fn finish_secret(&self, event: &RotationEvent, versions: &SecretVersions) -> Result<(), Error> {
         let current_version = versions.version_with(stage::CURRENT).map(str::to_owned);
         if current_version.as_deref() != Some(event.token.as_str()) {
-            self.store
+            let moved = self
+                .store
                 .move_stage(&event.secret_id, stage::CURRENT, Some(&event.token), current_version.as_deref())
-                .await?;
+                .await;
+            self.verify_write(event, moved, stage::CURRENT, true).await?;
             info!(previous_version = current_version.as_deref().unwrap_or("none"), "moved AWSCURRENT to the token");
         }
-        self.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await?;
-        Ok(())
+        let removed = self.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await;
+        self.verify_write(event, removed, stage::PENDING, false).await
     }
 
     /// Secrets Manager removes `AWSPENDING` itself after a rotation, emulators do not, and a
     /// label left on a finished version blocks the next rotation.
     async fn remove_leftover_pending(&self, event: &RotationEvent, versions: &SecretVersions) -> Result<(), Error> {
         if versions.has_stage(&event.token, stage::PENDING) {
-            self.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await?;
+            let removed = self.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await;
+            self.verify_write(event, removed, stage::PENDING, false).await?;
             info!("removed AWSPENDING from the current version");
         }
         Ok(())
+    }
+
+    /// `PutSecretValue` of the pending version, verified: when the call fails (or its answer
+    /// was lost) but the token's version holds a pending value, stored by this call or by another
+    /// invocation of the same step, the step goes on with it.
+    async fn put_pending_verified(&self, event: &RotationEvent, pending: &SecretString) -> Result<(), Error> {
+        let stored =
+            self.store.put_pending(&event.secret_id, &event.token, pending, event.rotation_token.as_ref()).await;
+        let Err(error) = stored else {
+            return Ok(());
+        };
+        match self.store.get_value(&event.secret_id, Some(&event.token), stage::PENDING).await {
+            Ok(Some(_)) => {
+                info!(error = %error, "PutSecretValue reported a failure, but the pending value is stored: going on");
+                Ok(())
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// A stage move, verified: when it failed (or its answer was lost), reads the stages back;
+    /// if the token's version holds `label` (`attached`) or not (`!attached`) as the move meant,
+    /// this call or another invocation made it, and the step goes on.
+    async fn verify_write(
+        &self,
+        event: &RotationEvent,
+        result: Result<(), Error>,
+        label: &str,
+        attached: bool,
+    ) -> Result<(), Error> {
+        let Err(error) = result else {
+            return Ok(());
+        };
+        match self.store.describe(&event.secret_id).await {
+            Ok(versions) if versions.has_stage(&event.token, label) == attached => {
+                info!(
+                    error = %error,
+                    label,
+                    attached,
+                    "UpdateSecretVersionStage reported a failure, but the stage is where it should be: going on"
+                );
+                Ok(())
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// The error for a pending version that can no longer succeed, with the way out: remove its
+    /// `AWSPENDING` label. `why` says what is known about the target.
+    fn stale_pending(&self, event: &RotationEvent, error: Error, why: &str) -> Error {
+        Error::StalePending {
+            inner: Box::new(error),
+            secret: crate::error::shown(&event.secret_id),
+            token: crate::error::shown(&event.token),
+            why: why.to_owned(),
+        }
+    }
+
+    /// A pending version inconsistent with the current one: never acted on. When its password
+    /// does not log in, nothing was changed for it and the error gives the way out.
+    async fn inconsistent_pending(
+        &self,
+        event: &RotationEvent,
+        current: &DatabaseSecret,
+        pending: &DatabaseSecret,
+        error: Error,
+    ) -> Error {
+        if !pending.same_server(current) {
+            return self.stale_pending(event, error, "it names another server than AWSCURRENT");
+        }
+        match self.target.connect(pending).await {
+            Ok(Login::Rejected) => self.stale_pending(
+                event,
+                error,
+                "its password does not log in, so nothing was changed on the server for it",
+            ),
+            Ok(Login::Accepted(connection)) => {
+                self.target.close(connection).await;
+                error
+            }
+            Err(_) => error,
+        }
+    }
+
+    fn invalid_current(&self, event: &RotationEvent, field: &'static str, rule: &str) -> Error {
+        Error::InvalidSecret {
+            secret: event.secret_id.clone(),
+            stage: stage::CURRENT.to_owned(),
+            problem: SecretProblem::Rule { field, rule: rule.to_owned() },
+        }
     }
 
     async fn load(&self, event: &RotationEvent, label: &str) -> Result<DatabaseSecret, Error> {
@@ -439,10 +584,33 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         let Some(text): Option<SecretString> = self.store.get_value(&event.secret_id, version, label).await? else {
             return Ok(None);
         };
-        DatabaseSecret::parse(&text, &T::ENGINE).map(Some).map_err(|problem| Error::InvalidSecret {
-            secret: event.secret_id.clone(),
-            stage: label.to_owned(),
-            problem,
-        })
+        DatabaseSecret::parse(&text, &T::ENGINE)
+            .and_then(|secret| secret.check_username_bytes(T::MAX_USERNAME_BYTES).map(|()| secret))
+            .map(Some)
+            .map_err(|problem| Error::InvalidSecret {
+                secret: event.secret_id.clone(),
+                stage: label.to_owned(),
+                problem,
+            })
+    }
+}
+
+/// Whether two ids (each an ARN or a name) name the same secret. An ARN ends in the secret's
+/// name, a dash and six random characters.
+fn same_secret(a: &str, b: &str) -> bool {
+    fn name_of(id: &str) -> (&str, bool) {
+        match id.rsplit_once(":secret:") {
+            Some((_, suffix)) if id.starts_with("arn:") => (suffix, true),
+            _ => (id, false),
+        }
+    }
+    let ((a, a_arn), (b, b_arn)) = (name_of(a), name_of(b));
+    let arn_names = |suffix: &str, name: &str| {
+        suffix.len() == name.len() + 7 && suffix.starts_with(name) && suffix.as_bytes()[name.len()] == b'-'
+    };
+    match (a_arn, b_arn) {
+        (true, false) => a == b || arn_names(a, b),
+        (false, true) => a == b || arn_names(b, a),
+        _ => a == b,
     }
 }

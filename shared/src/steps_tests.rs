@@ -480,8 +480,16 @@ async fn set_secret_refuses_a_pending_secret_for_another_user() {
 
     let err = f.step("setSecret", TOKEN).await.unwrap_err();
 
-    assert!(matches!(err, Error::UserMismatch { .. }), "{err:?}");
+    assert_eq!(err.kind(), "UserMismatch", "{err:?}");
     assert!(err.to_string().contains(&format!("AWSPENDING secret names postgres@{HOST}:5432")), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING \
+             --remove-from-version-id {TOKEN}",
+            f.arn
+        )),
+        "the way out: {err}"
+    );
     assert!(err.to_string().contains(&format!("AWSCURRENT secret names {USER}@{HOST}:5432")), "{err}");
     assert!(!err.is_retryable());
     assert_eq!(f.state(), before);
@@ -557,6 +565,12 @@ async fn test_secret_fails_when_the_pending_password_is_rejected() {
 // Faults: every call can fail, before or after taking effect, and a retry recovers
 // ---------------------------------------------------------------------------------------------
 
+/// Whether a fault is a Secrets Manager write whose answer was lost after it took effect: the
+/// steps verify such writes by reading back, so the rotation goes on.
+fn lost_write(op: StoreOp, when: FailWhen) -> bool {
+    when == FailWhen::After && matches!(op, StoreOp::PutPending | StoreOp::MoveStage)
+}
+
 /// The calls a complete, fault-free rotation makes.
 async fn calls_of_a_clean_rotation() -> (Vec<StoreOp>, Vec<TargetOp>) {
     let f = Fixture::rotating();
@@ -574,6 +588,14 @@ async fn a_rotation_retried_after_any_secrets_manager_fault_ends_consistent() {
             let f = Fixture::rotating();
             f.store.fail(StoreOp::Any, k, when);
 
+            if lost_write(*op, when) {
+                // The write took effect: the read-back finds it and the step goes on.
+                if let Err(err) = f.rotate(TOKEN).await {
+                    panic!("{case}: a write that took effect is not verified: {err:?}\n{:#?}", f.state());
+                }
+                f.assert_rotated(TOKEN, FIRST);
+                continue;
+            }
             let err = f.rotate(TOKEN).await.expect_err(&case);
             assert!(
                 matches!(&err, Error::SecretsManager { operation, retryable: true, .. } if *operation == op.api_name()),
@@ -631,8 +653,11 @@ async fn a_password_change_whose_answer_was_lost_is_not_made_twice() {
 async fn a_pending_value_whose_answer_was_lost_is_kept_by_the_retry() {
     let f = Fixture::rotating();
     f.store.fail(StoreOp::PutPending, 1, FailWhen::After);
-    assert!(f.rotate(TOKEN).await.is_err());
+    f.step("createSecret", TOKEN).await.expect("the stored value is found by reading back");
     let stored = f.value(TOKEN);
+    let calls = f.store.calls();
+    let put = calls.iter().position(|op| *op == StoreOp::PutPending).unwrap();
+    assert_eq!(calls[put + 1], StoreOp::GetValue, "PutSecretValue is verified by reading back: {calls:?}");
 
     f.rotate(TOKEN).await.unwrap();
     assert_eq!(f.value(TOKEN), stored, "the retry replaced the stored value");
@@ -640,13 +665,30 @@ async fn a_pending_value_whose_answer_was_lost_is_kept_by_the_retry() {
 }
 
 #[tokio::test]
+async fn a_pending_value_that_was_not_stored_fails_retryably() {
+    let f = Fixture::rotating();
+    f.store.fail(StoreOp::PutPending, 1, FailWhen::Before);
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
+    assert!(matches!(err, Error::SecretsManager { operation: "PutSecretValue", retryable: true, .. }), "{err:?}");
+    assert_eq!(f.state().versions[TOKEN].value, None);
+    f.rotate(TOKEN).await.unwrap();
+    f.assert_rotated(TOKEN, FIRST);
+}
+
+#[tokio::test]
 async fn a_finish_whose_answer_was_lost_completes_on_retry() {
     let f = Fixture::rotating();
     f.store.fail(StoreOp::MoveStage, 1, FailWhen::After);
-    assert!(f.rotate(TOKEN).await.is_err());
-    assert_eq!(f.version_with(stage::CURRENT).as_deref(), Some(TOKEN));
-    assert_eq!(f.version_with(stage::PENDING).as_deref(), Some(TOKEN), "AWSPENDING is still on the token");
+    f.store.fail(StoreOp::MoveStage, 2, FailWhen::After);
+    f.rotate(TOKEN).await.expect("both stage moves took effect and are verified");
+    f.assert_rotated(TOKEN, FIRST);
 
+    // A move that did not happen stays an error, and the retry completes it.
+    let f = Fixture::rotating();
+    f.store.fail(StoreOp::MoveStage, 2, FailWhen::Before);
+    let err = f.rotate(TOKEN).await.unwrap_err();
+    assert!(matches!(err, Error::SecretsManager { operation: "UpdateSecretVersionStage", .. }), "{err:?}");
+    assert_eq!(f.version_with(stage::PENDING).as_deref(), Some(TOKEN), "AWSPENDING is still on the token");
     f.rotate(TOKEN).await.unwrap();
     f.assert_rotated(TOKEN, FIRST);
 }
@@ -840,7 +882,8 @@ async fn dual_passwords_on_a_target_without_them_fail_clearly_and_change_nothing
 async fn an_alternating_rotation_retried_after_any_fault_ends_consistent() {
     let clean = with_master(json!({}));
     clean.rotate(TOKEN).await.unwrap();
-    let (store_calls, db_calls) = (clean.store.calls().len(), clean.db.calls().len());
+    let clean_calls = clean.store.calls();
+    let (store_calls, db_calls) = (clean_calls.len(), clean.db.calls().len());
     for when in [FailWhen::Before, FailWhen::After] {
         for k in 1..=store_calls + db_calls {
             let case = format!("call {k} fails {when:?}");
@@ -850,9 +893,13 @@ async fn an_alternating_rotation_retried_after_any_fault_ends_consistent() {
             } else {
                 f.db.fail(TargetOp::Any, k - store_calls, when);
             }
-            let err = f.rotate(TOKEN).await.expect_err(&case);
-            assert!(err.is_retryable(), "{case}: {err:?}");
-            f.assert_reveals_no_secret(&err);
+            if k <= store_calls && lost_write(clean_calls[k - 1], when) {
+                f.rotate(TOKEN).await.unwrap_or_else(|err| panic!("{case}: the write is not verified: {err:?}"));
+            } else {
+                let err = f.rotate(TOKEN).await.expect_err(&case);
+                assert!(err.is_retryable(), "{case}: {err:?}");
+                f.assert_reveals_no_secret(&err);
+            }
             if let Err(err) = f.rotate_with_retries(TOKEN, 3).await {
                 panic!("{case}: the retried rotation fails: {err:?}\n{:#?}", f.state());
             }
@@ -875,4 +922,187 @@ async fn admin_api_on_a_target_without_it_fails_before_anything_is_stored() {
     assert!(!err.is_retryable());
     assert_eq!(f.state(), before, "no pending version blocks the next rotation");
     assert_eq!(f.db_password(), OLD_PASSWORD);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every input checked before anything is stored
+// ---------------------------------------------------------------------------------------------
+
+/// createSecret on a current value with `field` set to `value`: refused as `InvalidSecret`
+/// naming the field, with nothing stored, no login tried and the value not echoed.
+async fn assert_refused_before_storing(field: &str, value: Value, rule: &str) {
+    let f = Fixture::rotating();
+    let mut current = first_value();
+    if value.is_null() {
+        current.as_object_mut().unwrap().remove(field);
+    } else {
+        current[field] = value.clone();
+    }
+    f.store.put_value(&f.arn, "99999999-current", &current, &[stage::CURRENT]);
+    let before = f.state();
+    let logins = f.db.calls().len();
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.InvalidSecret", "{field}={value}: {err}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("`{field}`")), "{field}={value}: {text}");
+    assert!(text.contains(rule), "{field}={value}: {text} should say {rule:?}");
+    if let Some(value) = value.as_str().filter(|v| v.len() > 3) {
+        assert!(!text.contains(value), "{field}: the value is echoed: {text}");
+    }
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.len() < 1000, "{text}");
+    assert_eq!(f.state(), before, "{field}={value}: something was stored");
+    assert_eq!(f.db.calls().len(), logins, "{field}={value}: the database was contacted");
+    f.assert_reveals_no_secret(&err);
+}
+
+#[tokio::test]
+async fn create_secret_checks_every_field_before_storing_anything() {
+    let cases = [
+        ("host", json!("postgres://orders_app:hunter2@orders.example.com:5432/orders"), "URL scheme"),
+        ("host", json!("orders_app:hunter2@orders.example.com"), "`@`"),
+        ("host", json!("orders.example.com/orders"), "path"),
+        ("host", json!("orders.example.com:5432"), "field `port`"),
+        ("host", json!("orders.example.com\nX: y"), "control character"),
+        ("host", json!("orders.example.com "), "whitespace"),
+        ("host", json!("оrders.example.com"), "non-ASCII"),
+        ("host", json!("h".repeat(20_000)), "at most 253"),
+        ("host", json!(""), "non-empty"),
+        ("port", json!(0), "1 to 65535"),
+        ("port", json!(65536), "1 to 65535"),
+        ("port", json!("54 32"), "1 to 65535"),
+        ("username", json!("u".repeat(64)), "at most 63"),
+        ("username", json!("orders_app\u{0}"), "NUL"),
+        ("username", json!("orders_app\nadmin"), "control character"),
+        ("password", json!("hunter2\u{0}"), "NUL"),
+        ("dbname", json!("orders\t"), "control character"),
+    ];
+    for (field, value, rule) in cases {
+        assert_refused_before_storing(field, value, rule).await;
+    }
+}
+
+#[tokio::test]
+async fn alternating_users_refuse_a_masterarn_naming_the_secret_itself() {
+    for self_id in [MemoryStore::arn_of(NAME), NAME.to_owned()] {
+        let f = Fixture::rotating();
+        let mut value = first_value();
+        value["masterarn"] = json!(self_id);
+        value["rotation_strategy"] = json!("alternating-users");
+        f.store.put_value(&f.arn, "99999999-current", &value, &[stage::CURRENT]);
+        let before = f.state();
+        let err = f.step("createSecret", TOKEN).await.unwrap_err();
+        assert_eq!(err.error_type(), "Permanent.InvalidSecret", "{err}");
+        assert!(err.to_string().contains("field `masterarn` names this secret itself"), "{err}");
+        assert_eq!(f.state(), before);
+    }
+    // The same user's secret under another name is refused too, once read.
+    let f = with_master(json!({}));
+    let mut master = first_value();
+    master["password"] = json!(OLD_PASSWORD);
+    f.store.put_value(MASTER_NAME, "99999999-master", &master, &[stage::CURRENT]);
+    let before = f.state();
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.InvalidSecret", "{err}");
+    assert!(err.to_string().contains("names a secret of the user being rotated"), "{err}");
+    assert_eq!(f.state(), before);
+}
+
+#[tokio::test]
+async fn a_master_secret_with_a_malformed_field_is_refused_before_storing() {
+    let f = with_master(json!({}));
+    let master = json!({"username": "rds\nadmin", "password": MASTER_PASSWORD});
+    f.store.put_value(MASTER_NAME, "99999999-master", &master, &[stage::CURRENT]);
+    let before = f.state();
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.InvalidMasterSecret", "{err}");
+    assert!(err.to_string().contains("field `username` holds a control character"), "{err}");
+    assert_eq!(f.state(), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stale pending versions, concurrent invocations, tests without a rotation
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_pending_version_copied_from_a_broken_current_one_gives_the_way_out() {
+    let f = Fixture::rotating();
+    // The pending version was made from a current version naming the wrong user; the operator
+    // has corrected AWSCURRENT since.
+    let mut stale = with_password(first_value(), "Stale-Password-1a");
+    stale["username"] = json!("orders_ap");
+    f.store.put_value(&f.arn, TOKEN, &stale, &[stage::PENDING]);
+    let before = f.state();
+    for _ in 0..2 {
+        let err = f.step("setSecret", TOKEN).await.unwrap_err();
+        assert_eq!(err.error_type(), "Permanent.UserMismatch", "{err}");
+        let text = err.to_string();
+        assert!(text.contains("its password does not log in, so nothing was changed"), "{text}");
+        assert!(text.contains(&format!("--remove-from-version-id {TOKEN}")), "{text}");
+        f.assert_reveals_no_secret(&err);
+        assert_eq!(f.state(), before);
+    }
+    // The way out, as the message says, then a new rotation.
+    f.store.move_label(&f.arn, stage::PENDING, None, Some(TOKEN));
+    let next = "33333333-3333-4333-8333-333333333333";
+    f.store.start_rotation(&f.arn, next);
+    f.rotate(next).await.unwrap();
+    f.assert_rotated(next, FIRST);
+}
+
+#[tokio::test]
+async fn a_pending_version_no_step_can_use_gives_the_way_out() {
+    let f = Fixture::rotating();
+    let mut broken = first_value();
+    broken["host"] = json!("postgres://orders.example.com");
+    f.store.put_value(&f.arn, TOKEN, &broken, &[stage::PENDING]);
+    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.InvalidSecret", "{err}");
+    assert!(err.to_string().contains("field `host` holds a URL scheme"), "{err}");
+    assert!(err.to_string().contains(&format!("--remove-from-version-id {TOKEN}")), "{err}");
+    assert_eq!(f.db.calls(), [], "nothing was tried on the database");
+}
+
+#[tokio::test]
+async fn a_pending_version_whose_password_logs_in_gets_no_advice_to_drop_it() {
+    let f = Fixture::rotating();
+    let mut other = with_password(first_value(), "Other-Password-2b");
+    other["username"] = json!("reporting");
+    f.db.set_user_password("reporting", "Other-Password-2b");
+    f.store.put_value(&f.arn, TOKEN, &other, &[stage::PENDING]);
+    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+    assert!(matches!(err, Error::UserMismatch { .. }), "{err:?}");
+    assert!(!err.to_string().contains("update-secret-version-stage"), "{err}");
+}
+
+#[tokio::test]
+async fn a_set_secret_that_loses_a_race_finds_the_pending_password_working() {
+    let f = Fixture::rotating();
+    f.step("createSecret", TOKEN).await.unwrap();
+    let pending = f.password_in(TOKEN);
+    // The other invocation changes the password right after this one found the pending
+    // password rejected: current is rejected too, and there is no previous version.
+    f.db.change_password_after_logins(1, USER, &pending);
+    f.step("setSecret", TOKEN).await.expect("the pending password is checked again");
+    assert_eq!(f.db.passwords_set(), 0, "this invocation changed nothing");
+    for step in ["testSecret", "finishSecret"] {
+        f.step(step, TOKEN).await.unwrap();
+    }
+    f.assert_rotated(TOKEN, FIRST);
+}
+
+#[tokio::test]
+async fn test_secret_on_a_copy_of_the_current_version_tests_the_login_only() {
+    // RotateSecret with RotateImmediately=false: a copy of AWSCURRENT staged AWSPENDING, then
+    // testSecret alone.
+    let f = Fixture::rotating();
+    f.store.put_value(&f.arn, TOKEN, &first_value(), &[stage::PENDING]);
+    f.step("testSecret", TOKEN).await.expect("a copy of the working credentials passes");
+    assert_eq!(f.db.login_attempts(USER, OLD_PASSWORD), 1, "one login, no rejection check");
+    assert_eq!(f.db_password(), OLD_PASSWORD);
+    assert_eq!(f.version_with(stage::CURRENT).as_deref(), Some(FIRST));
+
+    f.db.set_user_password(USER, "Changed-Elsewhere-9");
+    let err = f.step("testSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.kind(), "PendingPasswordRejected", "a copy that does not log in still fails");
 }

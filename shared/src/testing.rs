@@ -552,6 +552,8 @@ struct DbState {
     admins: Vec<String>,
     /// Alternate user -> the main user whose privileges it has.
     members: HashMap<String, String>,
+    /// Another session's password change: after this many more logins, `user` gets `password`.
+    change_after_logins: Option<(usize, String, String)>,
 }
 
 /// The database behind [`FakeTarget`]: user -> password. Clones share one state.
@@ -616,6 +618,13 @@ impl FakeDb {
         state.login_attempts.get(&(user.to_owned(), password.to_owned())).copied().unwrap_or(0)
     }
 
+    /// Another session (a concurrent invocation) changes `user`'s password to `password` right
+    /// after the `logins`-th login from now is answered.
+    pub fn change_password_after_logins(&self, logins: usize, user: &str, password: &str) {
+        assert!(logins >= 1, "logins are counted from 1");
+        lock(&self.state).change_after_logins = Some((logins, user.to_owned(), password.to_owned()));
+    }
+
     /// How many password changes took effect.
     pub fn passwords_set(&self) -> usize {
         lock(&self.state).passwords_set
@@ -667,6 +676,8 @@ impl Target for FakeTarget {
         default_username_character_limit: None,
     };
 
+    const MAX_USERNAME_BYTES: usize = 63;
+
     fn new(_settings: ConnectSettings) -> Self {
         FakeTarget { db: FakeDb::new() }
     }
@@ -684,6 +695,14 @@ impl Target for FakeTarget {
         *state.login_attempts.entry((user.clone(), password.to_owned())).or_default() += 1;
         let accepted = state.passwords.get(&user).is_some_and(|p| p == password)
             || state.retained.get(&user).is_some_and(|p| p == password);
+        if let Some((logins, _, _)) = &mut state.change_after_logins {
+            *logins -= 1;
+            if *logins == 0
+                && let Some((_, changed_user, changed_password)) = state.change_after_logins.take()
+            {
+                state.passwords.insert(changed_user, changed_password);
+            }
+        }
         if fault == Some(FailWhen::After) {
             return Err(unreachable(secret, "injected fault: connection reset after the login"));
         }

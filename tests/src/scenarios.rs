@@ -523,6 +523,158 @@ pub async fn a_secret_without_rotation_enabled_is_refused(db: impl Into<Engine>)
     assert_eq!(stages(&client, &secret).await, stages_before);
 }
 
+/// The longest user name each function accepts, in bytes (its `Target::MAX_USERNAME_BYTES`).
+fn max_username_bytes(db: Engine) -> usize {
+    match db {
+        Engine::Postgres => 63,
+        Engine::Mysql => 32,
+        Engine::Redshift => 127,
+    }
+}
+
+/// Many malformed secrets and events, one table: each is refused by createSecret with the
+/// error type expected and the field named, nothing is stored, the user's password is
+/// unchanged, and no value (nor the password inside a URL) comes back in the message.
+pub async fn every_malformed_input_is_refused_before_anything_is_stored(db: impl Into<Engine>) {
+    let db: Engine = db.into();
+    let f = Fixture::new(db, json!({})).await;
+    let good = json!({
+        "engine": db.engine(), "host": "localhost", "port": db.port(&f.env),
+        "username": f.user, "password": f.password,
+    });
+    let leak = "Url-Pass-9z8y";
+    let port = db.port(&f.env);
+    let too_long = "u".repeat(max_username_bytes(db) + 1);
+    let username_limit = format!("at most {}", max_username_bytes(db));
+    let secrets: Vec<(&str, Value, &str)> = vec![
+        ("host", json!(format!("{}://app:{leak}@localhost:{port}/db", db.engine())), "URL scheme"),
+        ("host", json!(format!("app:{leak}@localhost")), "`@`"),
+        ("host", json!("localhost/postgres"), "path"),
+        ("host", json!("localhost?sslmode=disable"), "path or query"),
+        ("host", json!(format!("localhost:{port}")), "field `port`"),
+        ("host", json!(format!("[::1]:{port}")), "brackets"),
+        ("host", json!("localhost\n"), "control character"),
+        ("host", json!("local\u{0}host"), "control character"),
+        ("host", json!("local host"), "whitespace"),
+        ("host", json!("\tlocalhost"), "control character"),
+        ("host", json!("lосalhost"), "non-ASCII"),
+        ("host", json!("ｌocalhost"), "non-ASCII"),
+        ("host", json!("h".repeat(20_000)), "at most 253"),
+        ("host", json!(format!("{}.example.com", "a".repeat(64))), "label longer than 63"),
+        ("host", json!("db..example.com"), "empty label"),
+        ("host", json!("-db.example.com"), "`-`"),
+        ("host", json!("db.example.com;"), "`;`"),
+        ("host", json!("300.1.1.1"), "not an IPv4 address"),
+        ("host", json!(""), "non-empty"),
+        ("host", json!(["localhost"]), "a string"),
+        ("port", json!(0), "1 to 65535"),
+        ("port", json!(65536), "1 to 65535"),
+        ("port", json!(-5432), "1 to 65535"),
+        ("port", json!("54x"), "1 to 65535"),
+        ("port", json!({"n": 5432}), "1 to 65535"),
+        ("username", json!(too_long), &username_limit),
+        ("username", json!(format!("{}\u{0}", f.user)), "NUL"),
+        ("username", json!(format!("{}\nadmin", f.user)), "control character"),
+        ("username", json!(format!("{}\u{1b}[0m", f.user)), "control character"),
+        ("username", json!(42), "a string"),
+        ("password", json!(format!("{leak}\u{0}")), "NUL"),
+        ("password", json!("p".repeat(4097)), "at most 4096"),
+        ("dbname", json!("db\r"), "control character"),
+        ("dbname", json!("d".repeat(65)), "at most 64"),
+        ("masterarn", json!("arn:aws:secretsmanager:us-east-1:000000000000:secret:x\n"), "control character"),
+        ("rotation_strategy", json!("rotate-harder"), "must be one of"),
+    ];
+    let mut checked = 0;
+    for (field, bad, rule) in &secrets {
+        let mut value = good.clone();
+        value[*field] = bad.clone();
+        let shown = bad.to_string().chars().take(80).collect::<String>();
+        let secret = create_secret(&f.client, &unique(&format!("{}/malformed", db.engine())), &value).await;
+        let token = start_rotation(&f.env, &f.client, &secret).await;
+        let stages_before = stages(&f.client, &secret).await;
+        let error = invoke_step(&f.env, db.function(), "createSecret", &secret, &token).await.unwrap_err();
+        assert_eq!(error.error_type, "Permanent.InvalidSecret", "{field}={shown}: {error:?}");
+        assert!(error.message.contains(&format!("`{field}`")), "{field}={shown}: the field is not named: {error:?}");
+        assert!(error.message.contains(rule), "{field}={shown}: {:?} should say {rule:?}", error.message);
+        assert!(error.message.len() < 1000, "{field}={shown}: a message of {} bytes", error.message.len());
+        for secret_text in [leak, f.password.as_str()] {
+            assert!(!error.message.contains(secret_text), "{field}={shown}: a password is echoed: {error:?}");
+        }
+        if let Some(text) = bad.as_str().filter(|text| text.len() > 4) {
+            assert!(!error.message.contains(text), "{field}={shown}: the value is echoed: {error:?}");
+        }
+        assert_eq!(stages(&f.client, &secret).await, stages_before, "{field}={shown}: stages changed");
+        let pending =
+            f.client.get_secret_value().secret_id(&secret).version_id(&token).version_stage("AWSPENDING").send().await;
+        assert!(pending.is_err(), "{field}={shown}: a pending value was stored");
+        checked += 1;
+    }
+
+    // Events Secrets Manager never sends.
+    let secret = create_secret(&f.client, &unique(&format!("{}/events", db.engine())), &good).await;
+    let token = start_rotation(&f.env, &f.client, &secret).await;
+    let stages_before = stages(&f.client, &secret).await;
+    let huge = "s".repeat(200_000);
+    let events: Vec<(Value, &str, &str)> = vec![
+        (json!({"Step": "createSecret", "SecretId": huge, "ClientRequestToken": token}), "InvalidEvent", "`SecretId`"),
+        (
+            json!({"Step": "createSecret", "SecretId": secret, "ClientRequestToken": "t".repeat(65)}),
+            "InvalidEvent",
+            "`ClientRequestToken`",
+        ),
+        (
+            json!({"Step": "createSecret", "SecretId": format!("{secret}\nforged"), "ClientRequestToken": token}),
+            "InvalidEvent",
+            "`SecretId`",
+        ),
+        (
+            json!({"Step": {"nested": [{"deeper": leak}]}, "SecretId": secret, "ClientRequestToken": token}),
+            "InvalidEvent",
+            "`Step`",
+        ),
+        (
+            json!({"Step": "createSecret", "SecretId": {"arn": secret}, "ClientRequestToken": token}),
+            "InvalidEvent",
+            "`SecretId`",
+        ),
+        (
+            json!({"Step": "createSecret", "SecretId": secret, "ClientRequestToken": [token]}),
+            "InvalidEvent",
+            "`ClientRequestToken`",
+        ),
+        (
+            json!({"Step": "createSecret", "SecretId": secret, "ClientRequestToken": token, "RotationToken": {"t": leak}}),
+            "InvalidEvent",
+            "`RotationToken`",
+        ),
+        (
+            json!({"Step": "x".repeat(100_000), "SecretId": secret, "ClientRequestToken": token}),
+            "UnknownStep",
+            "unknown rotation step",
+        ),
+        (json!({"Step": "", "SecretId": secret, "ClientRequestToken": token}), "InvalidEvent", "`Step`"),
+        (
+            json!([{"Step": "createSecret", "SecretId": secret, "ClientRequestToken": token}]),
+            "InvalidEvent",
+            "JSON object",
+        ),
+        (json!(leak), "InvalidEvent", "JSON object"),
+        (json!(null), "InvalidEvent", "JSON object"),
+    ];
+    for (event, kind, named) in &events {
+        let shown = event.to_string().chars().take(80).collect::<String>();
+        let error = invoke_raw(&f.env, db.function(), event).await.unwrap_err();
+        assert_eq!(error.error_type, format!("Permanent.{kind}"), "{shown}: {error:?}");
+        assert!(error.message.contains(named), "{shown}: {error:?} should name {named}");
+        assert!(error.message.len() < 1000, "{shown}: a message of {} bytes", error.message.len());
+        assert!(!error.message.contains(leak), "{shown}: {error:?}");
+        checked += 1;
+    }
+    assert_eq!(stages(&f.client, &secret).await, stages_before, "a malformed event changed the stages");
+    assert!(f.logs_in(&f.password).await, "the user's password is unchanged");
+    assert!(checked >= 40, "{checked} inputs checked");
+}
+
 /// Declares one `#[tokio::test]` per scenario above that needs nothing engine-specific,
 /// for the engine `$db`.
 #[macro_export]
@@ -571,6 +723,11 @@ macro_rules! common_scenarios {
         #[tokio::test]
         async fn bad_events_and_tokens_are_named_and_nothing_changes() {
             $crate::scenarios::bad_events_and_tokens_are_named_and_nothing_changes($db).await;
+        }
+
+        #[tokio::test]
+        async fn every_malformed_input_is_refused_before_anything_is_stored() {
+            $crate::scenarios::every_malformed_input_is_refused_before_anything_is_stored($db).await;
         }
 
         #[tokio::test]

@@ -99,6 +99,20 @@ pub enum Error {
     StalePending { inner: Box<Error>, secret: String, token: String, why: String },
 }
 
+/// An error's message followed by each of its causes, `: `-separated: what a library's
+/// Display alone leaves out. Display only, never Debug (the Debug form of an SDK error holds
+/// the raw HTTP response, whose body can be a secret value).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut detail = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    detail
+}
+
 /// What is wrong with a secret's value. Field names only, never field values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretProblem {
@@ -195,6 +209,33 @@ impl From<Error> for lambda_runtime::Diagnostic {
         lambda_runtime::Diagnostic {
             error_type: error.error_type(),
             error_message: clip(&error.to_string(), MAX_MESSAGE_CHARS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn every_cause_follows_the_message() {
+        let inner = std::io::Error::other("connection reset");
+        let outer = std::io::Error::new(std::io::ErrorKind::BrokenPipe, Wrapped(inner));
+        assert_eq!(with_causes(&outer), "dispatch failure: connection reset");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("dispatch failure")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
         }
     }
 }

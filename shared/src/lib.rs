@@ -22,7 +22,7 @@ mod target;
 mod tls;
 
 pub use config::{ConnectSettings, Settings};
-pub use error::{Error, SecretProblem};
+pub use error::{Error, SecretProblem, with_causes};
 pub use event::{RotationEvent, Step};
 pub use lambda::run;
 pub use policy::PasswordPolicy;

@@ -216,21 +216,25 @@ pub async fn open_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStr
 }
 
 /// Whether a client error was caused by TLS (a refused certificate, a wrong host name, a
-/// failed handshake): clients wrap rustls's error in their own and in `io::Error`s.
+/// failed handshake).
 pub fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    rustls_error(error).is_some()
+}
+
+/// rustls's own error anywhere in a client error's chain: clients wrap it in their own errors
+/// and in `io::Error`s, whose `source()` skips what they wrap.
+pub fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut cause = Some(error);
     while let Some(error) = cause {
-        if error.is::<rustls::Error>() {
-            return true;
+        if let Some(found) = error.downcast_ref::<rustls::Error>() {
+            return Some(found);
         }
-        if let Some(io) = error.downcast_ref::<io::Error>()
-            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
-        {
-            return true;
-        }
-        cause = error.source();
+        cause = match error.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
     }
-    false
+    None
 }
 
 #[cfg(test)]

@@ -123,16 +123,7 @@ where
             let err = service.err();
             format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or("no message"))
         }
-        other => {
-            let mut detail = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                detail.push_str(": ");
-                detail.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            detail
-        }
+        other => crate::with_causes(other),
     };
     Error::SecretsManager { operation, secret: secret_id.to_owned(), detail, retryable }
 }

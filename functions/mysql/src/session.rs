@@ -12,7 +12,7 @@ use mysql_async::{Conn, DriverError, IoError, Opts, OptsBuilder, Row, SslOpts, V
 use secrecy::ExposeSecret;
 use tracing::debug;
 
-use rotation::net::is_tls_failure;
+use rotation::net::{is_tls_failure, rustls_error};
 use rotation::{AMAZON_RDS_ROOTS_PEM, ConnectSettings, DatabaseSecret, Error, Login, TlsMode, deadline};
 
 use crate::sql::SqlMode;
@@ -290,22 +290,6 @@ fn certificate_name(error: &mysql_async::Error) -> Option<String> {
         };
         rustls::pki_types::ServerName::try_from(candidate.as_str()).is_ok().then_some(candidate)
     })
-}
-
-/// rustls's error anywhere in the chain; clients wrap it in `io::Error`s, whose `source()`
-/// skips what they wrap.
-fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if let Some(found) = error.downcast_ref::<rustls::Error>() {
-            return Some(found);
-        }
-        cause = match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
-        };
-    }
-    None
 }
 
 /// What a failed login means: a rejected password is an answer; a server out of reach, a TLS

@@ -194,13 +194,7 @@ fn login_failure(secret: &DatabaseSecret, error: &tokio_postgres::Error) -> Resu
     }
     // tokio-postgres's message names only the kind ("error parsing response from server"):
     // the causes say what (Redshift's sha256 login: "unknown authentication tag `13`").
-    let mut detail = detail;
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        detail.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    Err(Error::Unreachable { host: secret.host.clone(), port: secret.port, detail })
+    Err(Error::Unreachable { host: secret.host.clone(), port: secret.port, detail: rotation::with_causes(error) })
 }
 
 impl Session {

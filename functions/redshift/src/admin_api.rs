@@ -224,13 +224,7 @@ where
             }
         }
         other => {
-            let mut detail = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                detail.push_str(": ");
-                detail.push_str(&cause.to_string());
-                source = cause.source();
-            }
+            let detail = rotation::with_causes(other);
             let retryable =
                 matches!(other, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_));
             Failure::Other { detail, retryable }

@@ -132,6 +132,17 @@ impl TestEnv {
             .expect("the test PostgreSQL server accepts its admin user")
     }
 
+    /// Holds a lock on `role` until the returned session rolls back or ends: an uncommitted
+    /// change to the role, which an `ALTER ROLE` in another session has to wait for.
+    pub async fn hold_lock_on_role(&self, role: &str) -> PgConnection {
+        let mut holder = self.pg_admin().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; ALTER ROLE {} CONNECTION LIMIT 17", quote_ident(role))))
+            .execute(&mut holder)
+            .await
+            .expect("hold a lock on the role");
+        holder
+    }
+
     /// Whether `user` logs in with `password` over verified TLS. Panics when the server
     /// gives any answer but "accepted" or "password rejected".
     pub async fn pg_logs_in(&self, user: &str, password: &str) -> bool {

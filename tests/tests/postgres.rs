@@ -82,11 +82,7 @@ async fn a_lock_held_on_the_role_fails_retryably_within_the_bound_and_the_retry_
     let pending = f.password_of(Some(&token), "AWSPENDING").await;
 
     // A long transaction that changed the role and has not committed: ALTER ROLE waits for it.
-    let mut holder = f.env.pg_admin().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; ALTER ROLE \"{}\" CONNECTION LIMIT 17", f.user)))
-        .execute(&mut holder)
-        .await
-        .expect("hold a lock on the role");
+    let mut holder = f.env.hold_lock_on_role(&f.user).await;
 
     let started = std::time::Instant::now();
     let error = f.step("setSecret", &token).await.unwrap_err();

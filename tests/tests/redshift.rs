@@ -268,11 +268,7 @@ async fn a_lock_held_on_the_user_fails_retryably_within_the_statement_bound_set_
 
     // A long transaction that changed the user and has not committed: ALTER USER waits for it.
     // Redshift has no lock_timeout; the statement_timeout the function sets after login ends the wait.
-    let mut holder = f.env.pg_admin().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; ALTER ROLE {} CONNECTION LIMIT 17", quote_ident(&f.user))))
-        .execute(&mut holder)
-        .await
-        .expect("hold a lock on the user");
+    let mut holder = f.env.hold_lock_on_role(&f.user).await;
 
     let started = std::time::Instant::now();
     let error = f.step("setSecret", &token).await.unwrap_err();

@@ -90,6 +90,24 @@ pub enum Error {
     #[error("{action} on {host}:{port} failed: {detail}")]
     Target { action: &'static str, host: String, port: u16, detail: String, retryable: bool },
 
+    /// An HTTP call of an API-key profile failed. `url` has no query string; no header, key
+    /// or response body is ever part of `detail`.
+    #[error("the `{call}` call of profile {profile} ({url}) failed: {detail}")]
+    ProviderCall { profile: String, call: &'static str, url: String, detail: String, retryable: bool },
+
+    /// An API-key profile's call would go to a URL the function may not call.
+    #[error("the `{call}` call of profile {profile} may not go to {url}: {rule}")]
+    UrlNotAllowed { profile: String, call: &'static str, url: String, rule: String },
+
+    #[error("the {stage} key of secret {secret} is refused by the `test` call of profile {profile}{hint}")]
+    KeyRejected { secret: String, stage: String, profile: String, hint: String },
+
+    #[error(
+        "the AWSCURRENT key of secret {secret} is still accepted by the `test` call of profile {profile}: \
+         the credential was not changed"
+    )]
+    OldKeyStillAccepted { secret: String, profile: String },
+
     /// A pending version that can no longer succeed, with the way out.
     #[error(
         "{inner}. The AWSPENDING version {token} cannot complete: {why}. To abandon it, remove its label \
@@ -162,7 +180,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Unreachable { .. } | Error::OutOfTime { .. } => true,
-            Error::SecretsManager { retryable, .. } | Error::Target { retryable, .. } => *retryable,
+            Error::SecretsManager { retryable, .. }
+            | Error::Target { retryable, .. }
+            | Error::ProviderCall { retryable, .. } => *retryable,
             _ => false,
         }
     }
@@ -193,6 +213,10 @@ impl Error {
             Error::OldPasswordStillAccepted { .. } => "OldPasswordStillAccepted",
             Error::OutOfTime { .. } => "OutOfTime",
             Error::Target { .. } => "TargetCommand",
+            Error::ProviderCall { .. } => "ProviderCall",
+            Error::UrlNotAllowed { .. } => "UrlNotAllowed",
+            Error::KeyRejected { .. } => "KeyRejected",
+            Error::OldKeyStillAccepted { .. } => "OldKeyStillAccepted",
             Error::StalePending { inner, .. } => inner.kind(),
         }
     }

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Error;
 use crate::net::TlsConfigs;
-use crate::{EngineInfo, Error, PasswordPolicy, Strategy};
 
 /// How a function connects to its target, from the environment.
 #[derive(Debug, Clone)]
@@ -18,24 +18,10 @@ pub struct ConnectSettings {
     pub tls: Arc<TlsConfigs>,
 }
 
-/// Everything a function reads from its environment, once per process.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub policy: PasswordPolicy,
-    pub connect: ConnectSettings,
-    /// `ROTATION_STRATEGY`: the strategy for secrets that do not name one.
-    pub strategy: Option<Strategy>,
-    /// `USERNAME_CHARACTER_LIMIT`: the longest alternate user name allowed, in characters
-    /// (AWS's MySQL template reads it, default 16 there); the engine's own limit applies too.
-    pub username_character_limit: Option<usize>,
-}
-
-impl Settings {
-    pub fn from_env(engine: &EngineInfo) -> Result<Self, Error> {
-        Self::from_lookup(&|name| std::env::var(name).ok(), engine)
-    }
-
-    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>, engine: &EngineInfo) -> Result<Self, Error> {
+impl ConnectSettings {
+    /// `CONNECT_TIMEOUT_SECONDS`, `STATEMENT_TIMEOUT_SECONDS` and `CA_BUNDLE_PATH`; the TLS
+    /// configurations are built here, once.
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let timeout = seconds(lookup, "CONNECT_TIMEOUT_SECONDS", 5)?;
         let statement_timeout = seconds(lookup, "STATEMENT_TIMEOUT_SECONDS", 10)?;
         let ca_bundle = match lookup("CA_BUNDLE_PATH").filter(|p| !p.is_empty()) {
@@ -54,36 +40,21 @@ impl Settings {
                 Some(Arc::from(pem))
             }
         };
-        let strategy = match lookup("ROTATION_STRATEGY").filter(|s| !s.trim().is_empty()) {
-            None => None,
-            Some(name) => Some(name.parse().map_err(|()| Error::Config {
-                variable: "ROTATION_STRATEGY",
-                problem: format!("must be one of {}", Strategy::NAMES),
-            })?),
-        };
-        let username_character_limit = match lookup("USERNAME_CHARACTER_LIMIT").filter(|s| !s.trim().is_empty()) {
-            None => engine.default_username_character_limit,
-            Some(text) => Some(text.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| Error::Config {
-                variable: "USERNAME_CHARACTER_LIMIT",
-                problem: "must be a whole number greater than 0".into(),
-            })?),
-        };
-        Ok(Settings {
-            username_character_limit,
-            policy: PasswordPolicy::from_lookup(lookup, engine.default_excluded_characters)?,
-            connect: ConnectSettings {
-                timeout,
-                statement_timeout,
-                tls: Arc::new(TlsConfigs::new(ca_bundle.as_deref())?),
-                ca_bundle,
-            },
-            strategy,
+        Ok(ConnectSettings {
+            timeout,
+            statement_timeout,
+            tls: Arc::new(TlsConfigs::new(ca_bundle.as_deref())?),
+            ca_bundle,
         })
     }
 }
 
 /// A duration in seconds from `variable` (fractions allowed), `default` when it is not set.
-fn seconds(lookup: &impl Fn(&str) -> Option<String>, variable: &'static str, default: u64) -> Result<Duration, Error> {
+pub fn seconds(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+) -> Result<Duration, Error> {
     match lookup(variable).filter(|text| !text.trim().is_empty()) {
         None => Ok(Duration::from_secs(default)),
         Some(text) => text

@@ -2,17 +2,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 
-use crate::{Rotator, SecretsManager, Settings, Target};
+use crate::engine::Rotation;
+use crate::{Error, Rotator, SecretsManager};
 
-/// The whole `main` of a rotation function: reads the settings, builds the Secrets
-/// Manager client and the target once per process, then serves rotation events.
-pub async fn run<T: Target>() -> Result<(), lambda_runtime::Error> {
+/// The whole `main` of a rotation function: logging, then `build` makes the rotation (settings
+/// and clients, once per process), then the Secrets Manager client, then events are served.
+/// A `build` error stops the function at start, logged with the variable it names.
+pub async fn serve<R: Rotation>(build: impl FnOnce() -> Result<R, Error>) -> Result<(), lambda_runtime::Error> {
     init_logging();
-    let settings = Settings::from_env(&T::ENGINE)
-        .and_then(|settings| T::check_policy(&settings.policy).map(|()| settings))
-        .inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let rotation = build().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
     let store = SecretsManager::from_env().await;
-    let rotator = Rotator::new(store, T::new(settings.connect.clone()), settings);
+    let rotator = Rotator::new(store, rotation);
     let rotator = &rotator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let deadline = deadline_instant(event.context.deadline);

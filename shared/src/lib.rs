@@ -1,12 +1,20 @@
 //! The Secrets Manager rotation engine shared by every rotation function.
 //!
 //! Secrets Manager rotates a secret by invoking a Lambda function four times
-//! (`createSecret`, `setSecret`, `testSecret`, `finishSecret`). The steps, the guard
-//! that runs before each of them, the secret format and the password policy live here
-//! once; a function crate only implements [`Target`] for its service and calls [`run`].
+//! (`createSecret`, `setSecret`, `testSecret`, `finishSecret`).
+//!
+//! - The core, for every kind of credential: the event, the guard before each step,
+//!   `finishSecret`'s stage moves and every verified Secrets Manager write ([`engine`]), the
+//!   Secrets Manager store, errors, logs, metrics, deadlines, connections and TLS, and the Lambda
+//!   glue ([`serve`]). A kind of credential implements [`Rotation`].
+//! - [`database`]: the rotation of a database user's password (AWS's secret format, the
+//!   strategies, the credential cascade). A database function implements [`Target`] and calls
+//!   [`database::run`]; the API-key function implements [`Rotation`] itself.
 
 mod config;
+pub mod database;
 pub mod deadline;
+pub mod engine;
 mod error;
 mod event;
 mod lambda;
@@ -14,24 +22,22 @@ mod logging;
 mod metrics;
 pub mod net;
 mod policy;
-mod secret;
-mod steps;
 mod store;
-mod strategy;
-mod target;
 mod tls;
 
-pub use config::{ConnectSettings, Settings};
+pub use config::{ConnectSettings, seconds};
+pub use engine::{Rotation, Rotator, StepContext};
 pub use error::{Error, SecretProblem, with_causes};
 pub use event::{RotationEvent, Step};
-pub use lambda::run;
+pub use lambda::serve;
 pub use policy::PasswordPolicy;
-pub use secret::DatabaseSecret;
-pub use steps::Rotator;
 pub use store::{SecretStore, SecretVersions, SecretsManager};
-pub use strategy::{Strategy, alternate_username, main_username};
-pub use target::{EngineInfo, Login, Target};
 pub use tls::TlsMode;
+
+// The database kind's names, at the root too: every database function names them.
+pub use database::{
+    DatabaseRotation, DatabaseSecret, EngineInfo, Login, Settings, Strategy, Target, alternate_username, main_username,
+};
 
 /// The Amazon RDS global certificate bundle (the commercial regions' root CAs), trusted beside
 /// Mozilla's roots so that RDS, Aurora and RDS Proxy verify with no setting. Provenance and the
@@ -48,7 +54,5 @@ pub mod stage {
     pub const PREVIOUS: &str = "AWSPREVIOUS";
 }
 
-#[cfg(test)]
-mod steps_tests;
 #[cfg(test)]
 mod testing;

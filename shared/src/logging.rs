@@ -215,7 +215,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{FakeDb, FakeTarget, MemoryStore};
-    use crate::{Rotator, Settings, Target};
+    use crate::{DatabaseRotation, Rotator, Settings, Target};
 
     const FIRST: &str = "11111111-1111-4111-8111-111111111111";
     const TOKEN: &str = "22222222-2222-4222-8222-222222222222";
@@ -270,7 +270,7 @@ mod tests {
         }
     }
 
-    fn rotator() -> (Rotator<MemoryStore, FakeTarget>, String) {
+    fn rotator() -> (Rotator<MemoryStore, DatabaseRotation<FakeTarget>>, String) {
         let store = MemoryStore::new();
         let value = json!({"engine": "postgres", "host": "db.example", "username": "app", "password": OLD_PASSWORD});
         let arn = store.create_secret("prod/app", FIRST, &value);
@@ -278,7 +278,7 @@ mod tests {
         let db = FakeDb::new();
         db.set_user_password("app", OLD_PASSWORD);
         let settings = Settings::from_lookup(&|_| None, &FakeTarget::ENGINE).unwrap();
-        (Rotator::new(store, FakeTarget::with_db(db), settings), arn)
+        (Rotator::new(store, DatabaseRotation::new(FakeTarget::with_db(db), settings)), arn)
     }
 
     fn event(arn: &str, step: &str, token: &str) -> Value {

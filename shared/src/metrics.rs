@@ -101,7 +101,7 @@ fn write_line(line: String) {
 mod tests {
     use super::*;
     use crate::testing::{FakeDb, FakeTarget, MemoryStore};
-    use crate::{Rotator, Settings, Target};
+    use crate::{DatabaseRotation, Rotator, Settings, Target};
 
     const FIRST: &str = "11111111-1111-4111-8111-111111111111";
     const TOKEN: &str = "22222222-2222-4222-8222-222222222222";
@@ -180,7 +180,7 @@ mod tests {
         let db = FakeDb::new();
         db.set_user_password("app", "Old-7f3a");
         let settings = Settings::from_lookup(&|_| None, &FakeTarget::ENGINE).unwrap();
-        let rotator = Rotator::new(store, FakeTarget::with_db(db), settings);
+        let rotator = Rotator::new(store, DatabaseRotation::new(FakeTarget::with_db(db), settings));
         for step in STEPS {
             let event = serde_json::json!({"Step": step, "SecretId": arn, "ClientRequestToken": TOKEN});
             rotator.handle(event).await.unwrap();

@@ -11,6 +11,8 @@ use crate::{Error, PasswordPolicy, SecretProblem, stage};
 /// What `DescribeSecret` says about a secret's rotation.
 #[derive(Debug, Clone, Default)]
 pub struct SecretVersions {
+    /// The secret's ARN, as `DescribeSecret` answers it.
+    pub arn: Option<String>,
     pub rotation_enabled: bool,
     /// Version id -> staging labels.
     pub stages: HashMap<String, Vec<String>>,
@@ -138,6 +140,7 @@ impl SecretStore for SecretsManager {
             .await
             .map_err(|e| sdk_error("DescribeSecret", secret_id, e))?;
         Ok(SecretVersions {
+            arn: out.arn().map(str::to_owned),
             rotation_enabled: out.rotation_enabled().unwrap_or(false),
             stages: out.version_ids_to_stages().cloned().unwrap_or_default(),
         })

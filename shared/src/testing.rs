@@ -404,7 +404,11 @@ impl SecretStore for MemoryStore {
                 .filter(|(_, v)| !v.labels.is_empty())
                 .map(|(id, v)| (id.clone(), v.labels.iter().cloned().collect()))
                 .collect();
-            Ok(SecretVersions { rotation_enabled: secret.state.rotation_enabled, stages })
+            Ok(SecretVersions {
+                arn: Some(secret.arn.clone()),
+                rotation_enabled: secret.state.rotation_enabled,
+                stages,
+            })
         })
     }
 

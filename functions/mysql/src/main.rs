@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    rotation::run::<mysql_rotation::Mysql>().await
+    rotation::database::run::<mysql_rotation::Mysql>().await
 }

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    rotation::run::<postgres_rotation::Postgres>().await
+    rotation::database::run::<postgres_rotation::Postgres>().await
 }

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    rotation::run::<redshift_rotation::Redshift>().await
+    rotation::database::run::<redshift_rotation::Redshift>().await
 }

@@ -1,149 +1,71 @@
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
-use tracing::{Instrument, error, info, info_span};
+use tracing::info;
 
+use crate::engine::{Rotation, StepContext};
 use crate::{
-    DatabaseSecret, Error, Login, RotationEvent, SecretProblem, SecretStore, SecretVersions, Settings, Step, Strategy,
-    Target, alternate_username, main_username, stage,
+    DatabaseSecret, Error, Login, SecretProblem, SecretStore, Settings, Strategy, Target, alternate_username,
+    main_username, stage,
 };
 
 /// How long `testSecret` keeps trying a rejected pending password of the `admin-api` strategy:
 /// the management API applies a change asynchronously, so a rejection may only mean "not yet".
 const ADMIN_API_SETTLE: Duration = Duration::from_secs(30);
 
-/// The four rotation steps, written once for every target.
-pub struct Rotator<S, T> {
-    store: S,
+/// The rotation of a database user's password: the secret format, the strategies (single user,
+/// alternating users, dual passwords, admin API) and the credential cascade, over a [`Target`].
+pub struct DatabaseRotation<T> {
     target: T,
     settings: Settings,
 }
 
-/// What the guard found before a step.
-enum Guard {
-    /// The token is already `AWSCURRENT`: the rotation is complete.
-    AlreadyCurrent(SecretVersions),
-    /// The token is `AWSPENDING`: the step has work to do.
-    Pending(SecretVersions),
+impl<T: Target> Rotation for DatabaseRotation<T> {
+    const LABEL: &'static str = T::ENGINE.label;
+
+    async fn create_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
+        self.create(step).await
+    }
+
+    async fn set_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
+        self.set(step).await
+    }
+
+    async fn test_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
+        self.test(step).await
+    }
 }
 
-impl<S: SecretStore, T: Target> Rotator<S, T> {
-    pub fn new(store: S, target: T, settings: Settings) -> Self {
-        Rotator { store, target, settings }
-    }
-
-    /// Runs the step an event asks for, with one log span around it.
-    pub async fn handle(&self, event: serde_json::Value) -> Result<(), Error> {
-        let started = Instant::now();
-        let event = match RotationEvent::from_json(event) {
-            Ok(event) => event,
-            Err(e) => {
-                error!(error = %e, error_type = %e.error_type(), "rejected the rotation event");
-                return Err(e);
-            }
-        };
-        let span = info_span!(
-            "rotation_step",
-            secret_id = %event.secret_id,
-            token = %event.token,
-            step = %event.step,
-            engine = T::ENGINE.label,
-        );
-        async {
-            let result = match crate::deadline::remaining() {
-                // The last word before Lambda's own "Task timed out", which names nothing.
-                Some(left) => tokio::time::timeout(left, self.run_step(&event))
-                    .await
-                    .unwrap_or_else(|_| Err(Error::OutOfTime { step: event.step.to_string() })),
-                None => self.run_step(&event).await,
-            };
-            let duration_ms = started.elapsed().as_millis() as u64;
-            crate::metrics::emit(&crate::metrics::StepRecord {
-                step: &event.step.to_string(),
-                secret_id: &event.secret_id,
-                engine: T::ENGINE.label,
-                duration_ms,
-                error_type: result.as_ref().err().map(Error::error_type),
-            });
-            match &result {
-                Ok(()) => info!(duration_ms, outcome = "success", "step finished"),
-                Err(e) => error!(
-                    duration_ms,
-                    outcome = "failure",
-                    error_type = %e.error_type(),
-                    error = %e,
-                    "step failed"
-                ),
-            }
-            result
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// The guard, then the step.
-    pub async fn run_step(&self, event: &RotationEvent) -> Result<(), Error> {
-        match self.guard(event).await? {
-            Guard::AlreadyCurrent(versions) => {
-                if event.step == Step::Finish {
-                    self.remove_leftover_pending(event, &versions).await?;
-                }
-                info!("the token is already AWSCURRENT: nothing to do");
-                Ok(())
-            }
-            Guard::Pending(versions) => match event.step {
-                Step::Create => self.create_secret(event).await,
-                Step::Set => self.set_secret(event).await,
-                Step::Test => self.test_secret(event).await,
-                Step::Finish => self.finish_secret(event, &versions).await,
-            },
-        }
-    }
-
-    /// The checks AWS's templates make before every step.
-    async fn guard(&self, event: &RotationEvent) -> Result<Guard, Error> {
-        let versions = self.store.describe(&event.secret_id).await?;
-        if !versions.rotation_enabled {
-            return Err(Error::RotationDisabled { secret: event.secret_id.clone() });
-        }
-        let Some(labels) = versions.stages.get(&event.token) else {
-            return Err(Error::UnknownVersion { secret: event.secret_id.clone(), token: event.token.clone() });
-        };
-        if versions.has_stage(&event.token, stage::CURRENT) {
-            return Ok(Guard::AlreadyCurrent(versions));
-        }
-        if !versions.has_stage(&event.token, stage::PENDING) {
-            let stages = if labels.is_empty() { "none".to_owned() } else { labels.join(", ") };
-            return Err(Error::NotPending { secret: event.secret_id.clone(), token: event.token.clone(), stages });
-        }
-        Ok(Guard::Pending(versions))
+impl<T: Target> DatabaseRotation<T> {
+    pub fn new(target: T, settings: Settings) -> Self {
+        DatabaseRotation { target, settings }
     }
 
     /// Stores a new version, staged `AWSPENDING`, with a new password (and, for alternating
     /// users, the other user's name) and every other field of the current version.
-    async fn create_secret(&self, event: &RotationEvent) -> Result<(), Error> {
-        let current = self.load(event, stage::CURRENT).await?;
+    async fn create<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
+        let current = self.load(step, stage::CURRENT).await?;
         let strategy = self.strategy(&current);
         // Checked now, so a broken master secret or a server without dual passwords stops the
         // rotation before a pending version exists to block the next one.
         if strategy == Strategy::AlternatingUsers
             && let Some(masterarn) = &current.masterarn
-            && same_secret(masterarn, &event.secret_id)
+            && same_secret(masterarn, &step.event.secret_id)
         {
             return Err(self.invalid_current(
-                event,
+                step,
                 "masterarn",
                 "names this secret itself: alternating users need the secret of another user that may \
                  change passwords",
             ));
         }
         if strategy.needs_master() {
-            let master = self.load_master(event, &current, strategy).await?;
+            let master = self.load_master(step, &current, strategy).await?;
             if strategy == Strategy::AlternatingUsers
                 && (master.username == current.username || master.username == alternate_username(&current.username))
             {
                 return Err(self.invalid_current(
-                    event,
+                    step,
                     "masterarn",
                     "names a secret of the user being rotated (or of its alternate): alternating users need \
                      the secret of another user that may change passwords",
@@ -151,7 +73,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             }
         }
         if strategy == Strategy::DualPassword {
-            let mut connection = self.login_as_current_or_previous(event, &current).await?;
+            let mut connection = self.login_as_current_or_previous(step, &current).await?;
             let supported = self.target.check_dual_password_support(&mut connection, &current).await;
             self.target.close(connection).await;
             supported?;
@@ -159,7 +81,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         if strategy == Strategy::AdminApi {
             self.target.check_admin_api(&current)?;
         }
-        if self.store.get_value(&event.secret_id, Some(&event.token), stage::PENDING).await?.is_some() {
+        if step.store.get_value(&step.event.secret_id, Some(&step.event.token), stage::PENDING).await?.is_some() {
             info!("a pending value for this token exists already");
             return Ok(());
         }
@@ -167,10 +89,10 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             Strategy::AlternatingUsers => self.alternate_name(&current.username)?,
             _ => current.username.clone(),
         };
-        let password = self.store.random_password(&self.settings.policy).await?;
+        let password = step.store.random_password(&self.settings.policy).await?;
         self.target.check_new_password(&current, &password)?;
         let pending = current.with_credentials(&username, &password);
-        self.put_pending_verified(event, &pending).await?;
+        step.put_pending(&pending).await?;
         info!(%strategy, "stored the pending version");
         Ok(())
     }
@@ -199,14 +121,14 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
     }
 
     /// Changes the password on the target to the pending one.
-    async fn set_secret(&self, event: &RotationEvent) -> Result<(), Error> {
-        let pending = match self.load(event, stage::PENDING).await {
+    async fn set<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
+        let pending = match self.load(step, stage::PENDING).await {
             Err(error @ Error::InvalidSecret { .. }) => {
-                return Err(self.stale_pending(event, error, "no step can use it, so nothing was changed for it"));
+                return Err(step.stale_pending(error, "no step can use it, so nothing was changed for it"));
             }
             other => other?,
         };
-        let current = self.load(event, stage::CURRENT).await?;
+        let current = self.load(step, stage::CURRENT).await?;
         let strategy = self.strategy(&current);
         let mismatch = match strategy {
             Strategy::SingleUser | Strategy::SingleUserWithMaster | Strategy::DualPassword | Strategy::AdminApi => {
@@ -228,7 +150,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             }
         };
         if let Some(error) = mismatch {
-            return Err(self.inconsistent_pending(event, &current, &pending, error).await);
+            return Err(self.inconsistent_pending(step, &current, &pending, error).await);
         }
         // Checked after the users are: a pending secret may only name the user it should.
         if let Login::Accepted(connection) = self.target.connect(&pending).await? {
@@ -244,7 +166,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
                 return Ok(());
             }
             Strategy::SingleUser | Strategy::DualPassword => {
-                match self.login_as_current_or_previous(event, &current).await {
+                match self.login_as_current_or_previous(step, &current).await {
                     Ok(connection) => connection,
                     Err(error @ Error::NoWorkingCredentials { .. }) => {
                         // Another invocation of this step may have just changed the password.
@@ -258,13 +180,13 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
                     Err(error) => return Err(error),
                 }
             }
-            Strategy::SingleUserWithMaster => self.login_as_master(event, &current, strategy).await?,
+            Strategy::SingleUserWithMaster => self.login_as_master(step, &current, strategy).await?,
             Strategy::AlternatingUsers => {
                 match self.target.connect(&current).await? {
                     Login::Accepted(connection) => self.target.close(connection).await,
                     Login::Rejected => return Err(Error::CurrentRejected { account: current.account() }),
                 }
-                self.login_as_master(event, &current, strategy).await?
+                self.login_as_master(step, &current, strategy).await?
             }
         };
         let result = match strategy {
@@ -290,21 +212,21 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
     }
 
     /// Reads and parses the master secret that `masterarn` names.
-    async fn load_master(
+    async fn load_master<S: SecretStore>(
         &self,
-        event: &RotationEvent,
+        step: &StepContext<'_, S>,
         user: &DatabaseSecret,
         strategy: Strategy,
     ) -> Result<DatabaseSecret, Error> {
         let Some(masterarn) = &user.masterarn else {
-            return Err(Error::MasterArnMissing { secret: event.secret_id.clone(), strategy });
+            return Err(Error::MasterArnMissing { secret: step.event.secret_id.clone(), strategy });
         };
         let master_error = |problem: String| Error::MasterSecret {
-            secret: event.secret_id.clone(),
+            secret: step.event.secret_id.clone(),
             masterarn: crate::error::shown(masterarn),
             problem,
         };
-        let text = match self.store.get_value(masterarn, None, stage::CURRENT).await {
+        let text = match step.store.get_value(masterarn, None, stage::CURRENT).await {
             Ok(Some(text)) => text,
             Ok(None) => {
                 return Err(master_error("cannot be read: it does not exist or has no AWSCURRENT value".into()));
@@ -332,13 +254,13 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         Ok(master)
     }
 
-    async fn login_as_master(
+    async fn login_as_master<S: SecretStore>(
         &self,
-        event: &RotationEvent,
+        step: &StepContext<'_, S>,
         user: &DatabaseSecret,
         strategy: Strategy,
     ) -> Result<T::Connection, Error> {
-        let master = self.load_master(event, user, strategy).await?;
+        let master = self.load_master(step, user, strategy).await?;
         match self.target.connect(&master).await? {
             Login::Accepted(connection) => Ok(connection),
             Login::Rejected => Err(Error::MasterRejected { account: master.account() }),
@@ -347,9 +269,9 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
 
     /// Logs in as `AWSCURRENT`, or as `AWSPREVIOUS` when the target rejects the current
     /// password (an earlier rotation changed it but did not finish).
-    async fn login_as_current_or_previous(
+    async fn login_as_current_or_previous<S: SecretStore>(
         &self,
-        event: &RotationEvent,
+        step: &StepContext<'_, S>,
         current: &DatabaseSecret,
     ) -> Result<T::Connection, Error> {
         if let Login::Accepted(connection) = self.target.connect(current).await? {
@@ -361,7 +283,7 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
             host: current.host.clone(),
             port: current.port,
         };
-        let Some(previous) = self.load_optional(event, stage::PREVIOUS).await? else {
+        let Some(previous) = self.load_optional(step, stage::PREVIOUS).await? else {
             return Err(no_working_credentials());
         };
         if !previous.same_account(current) {
@@ -376,9 +298,9 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
     /// Logs in with the pending password and runs the target's check. For a single user it
     /// also confirms the old password no longer works, so a rotation that changed nothing
     /// cannot pass.
-    async fn test_secret(&self, event: &RotationEvent) -> Result<(), Error> {
-        let pending = self.load(event, stage::PENDING).await?;
-        let current = self.load(event, stage::CURRENT).await?;
+    async fn test<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
+        let pending = self.load(step, stage::PENDING).await?;
+        let current = self.load(step, stage::CURRENT).await?;
         let strategy = self.strategy(&current);
         let mut connection = match self.connect_pending(&pending, strategy).await? {
             Login::Accepted(connection) => connection,
@@ -451,107 +373,22 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         }
     }
 
-    /// Makes the token `AWSCURRENT` and takes `AWSPENDING` off it.
-    /// `versions` is what the guard read just before.
-    async fn finish_secret(&self, event: &RotationEvent, versions: &SecretVersions) -> Result<(), Error> {
-        let current_version = versions.version_with(stage::CURRENT).map(str::to_owned);
-        if current_version.as_deref() != Some(event.token.as_str()) {
-            let moved = self
-                .store
-                .move_stage(&event.secret_id, stage::CURRENT, Some(&event.token), current_version.as_deref())
-                .await;
-            self.verify_write(event, moved, stage::CURRENT, true).await?;
-            info!(previous_version = current_version.as_deref().unwrap_or("none"), "moved AWSCURRENT to the token");
-        }
-        let removed = self.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await;
-        self.verify_write(event, removed, stage::PENDING, false).await
-    }
-
-    /// Secrets Manager removes `AWSPENDING` itself after a rotation, emulators do not, and a
-    /// label left on a finished version blocks the next rotation.
-    async fn remove_leftover_pending(&self, event: &RotationEvent, versions: &SecretVersions) -> Result<(), Error> {
-        if versions.has_stage(&event.token, stage::PENDING) {
-            let removed = self.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await;
-            self.verify_write(event, removed, stage::PENDING, false).await?;
-            info!("removed AWSPENDING from the current version");
-        }
-        Ok(())
-    }
-
-    /// `PutSecretValue` of the pending version, verified: when the call fails (or its answer
-    /// was lost) but the token's version holds a pending value, stored by this call or by another
-    /// invocation of the same step, the step goes on with it.
-    async fn put_pending_verified(&self, event: &RotationEvent, pending: &SecretString) -> Result<(), Error> {
-        let stored =
-            self.store.put_pending(&event.secret_id, &event.token, pending, event.rotation_token.as_ref()).await;
-        let Err(error) = stored else {
-            return Ok(());
-        };
-        match self.store.get_value(&event.secret_id, Some(&event.token), stage::PENDING).await {
-            Ok(Some(_)) => {
-                info!(error = %error, "PutSecretValue reported a failure, but the pending value is stored: going on");
-                Ok(())
-            }
-            _ => Err(error),
-        }
-    }
-
-    /// A stage move, verified: when it failed (or its answer was lost), reads the stages back;
-    /// if the token's version holds `label` (`attached`) or not (`!attached`) as the move meant,
-    /// this call or another invocation made it, and the step goes on.
-    async fn verify_write(
-        &self,
-        event: &RotationEvent,
-        result: Result<(), Error>,
-        label: &str,
-        attached: bool,
-    ) -> Result<(), Error> {
-        let Err(error) = result else {
-            return Ok(());
-        };
-        match self.store.describe(&event.secret_id).await {
-            Ok(versions) if versions.has_stage(&event.token, label) == attached => {
-                info!(
-                    error = %error,
-                    label,
-                    attached,
-                    "UpdateSecretVersionStage reported a failure, but the stage is where it should be: going on"
-                );
-                Ok(())
-            }
-            _ => Err(error),
-        }
-    }
-
-    /// The error for a pending version that can no longer succeed, with the way out: remove its
-    /// `AWSPENDING` label. `why` says what is known about the target.
-    fn stale_pending(&self, event: &RotationEvent, error: Error, why: &str) -> Error {
-        Error::StalePending {
-            inner: Box::new(error),
-            secret: crate::error::shown(&event.secret_id),
-            token: crate::error::shown(&event.token),
-            why: why.to_owned(),
-        }
-    }
-
     /// A pending version inconsistent with the current one: never acted on. When its password
     /// does not log in, nothing was changed for it and the error gives the way out.
-    async fn inconsistent_pending(
+    async fn inconsistent_pending<S: SecretStore>(
         &self,
-        event: &RotationEvent,
+        step: &StepContext<'_, S>,
         current: &DatabaseSecret,
         pending: &DatabaseSecret,
         error: Error,
     ) -> Error {
         if !pending.same_server(current) {
-            return self.stale_pending(event, error, "it names another server than AWSCURRENT");
+            return step.stale_pending(error, "it names another server than AWSCURRENT");
         }
         match self.target.connect(pending).await {
-            Ok(Login::Rejected) => self.stale_pending(
-                event,
-                error,
-                "its password does not log in, so nothing was changed on the server for it",
-            ),
+            Ok(Login::Rejected) => {
+                step.stale_pending(error, "its password does not log in, so nothing was changed on the server for it")
+            }
             Ok(Login::Accepted(connection)) => {
                 self.target.close(connection).await;
                 error
@@ -560,35 +397,40 @@ impl<S: SecretStore, T: Target> Rotator<S, T> {
         }
     }
 
-    fn invalid_current(&self, event: &RotationEvent, field: &'static str, rule: &str) -> Error {
+    fn invalid_current<S: SecretStore>(&self, step: &StepContext<'_, S>, field: &'static str, rule: &str) -> Error {
         Error::InvalidSecret {
-            secret: event.secret_id.clone(),
+            secret: step.event.secret_id.clone(),
             stage: stage::CURRENT.to_owned(),
             problem: SecretProblem::Rule { field, rule: rule.to_owned() },
         }
     }
 
-    async fn load(&self, event: &RotationEvent, label: &str) -> Result<DatabaseSecret, Error> {
-        self.load_optional(event, label).await?.ok_or_else(|| Error::MissingValue {
-            secret: event.secret_id.clone(),
+    async fn load<S: SecretStore>(&self, step: &StepContext<'_, S>, label: &str) -> Result<DatabaseSecret, Error> {
+        self.load_optional(step, label).await?.ok_or_else(|| Error::MissingValue {
+            secret: step.event.secret_id.clone(),
             stage: if label == stage::PENDING {
-                format!("{label} for version {}", event.token)
+                format!("{label} for version {}", step.event.token)
             } else {
                 label.to_owned()
             },
         })
     }
 
-    async fn load_optional(&self, event: &RotationEvent, label: &str) -> Result<Option<DatabaseSecret>, Error> {
-        let version = (label == stage::PENDING).then_some(event.token.as_str());
-        let Some(text): Option<SecretString> = self.store.get_value(&event.secret_id, version, label).await? else {
+    async fn load_optional<S: SecretStore>(
+        &self,
+        step: &StepContext<'_, S>,
+        label: &str,
+    ) -> Result<Option<DatabaseSecret>, Error> {
+        let version = (label == stage::PENDING).then_some(step.event.token.as_str());
+        let Some(text): Option<SecretString> = step.store.get_value(&step.event.secret_id, version, label).await?
+        else {
             return Ok(None);
         };
         DatabaseSecret::parse(&text, &T::ENGINE)
             .and_then(|secret| secret.check_username_bytes(T::MAX_USERNAME_BYTES).map(|()| secret))
             .map(Some)
             .map_err(|problem| Error::InvalidSecret {
-                secret: event.secret_id.clone(),
+                secret: step.event.secret_id.clone(),
                 stage: label.to_owned(),
                 problem,
             })

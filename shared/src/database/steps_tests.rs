@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::testing::{FailWhen, FakeDb, FakeTarget, MemoryStore, SecretState, StoreOp, TargetOp};
-use crate::{Error, Rotator, Settings, Target, stage};
+use crate::{DatabaseRotation, Error, Rotator, Settings, Target, stage};
 
 const NAME: &str = "prod/orders-db";
 /// The version the secret was created with.
@@ -53,7 +53,7 @@ fn default_settings() -> Settings {
 struct Fixture {
     store: MemoryStore,
     db: FakeDb,
-    rotator: Rotator<MemoryStore, FakeTarget>,
+    rotator: Rotator<MemoryStore, DatabaseRotation<FakeTarget>>,
     arn: String,
 }
 
@@ -75,7 +75,7 @@ impl Fixture {
         let arn = store.create_secret(NAME, FIRST, &first_value());
         let db = FakeDb::new();
         db.set_user_password(USER, OLD_PASSWORD);
-        let rotator = Rotator::new(store.clone(), FakeTarget::with_db(db.clone()), settings);
+        let rotator = Rotator::new(store.clone(), DatabaseRotation::new(FakeTarget::with_db(db.clone()), settings));
         Fixture { store, db, rotator, arn }
     }
 
@@ -756,7 +756,8 @@ fn with_master(extra: Value) -> Fixture {
     let db = FakeDb::new();
     db.set_user_password(USER, OLD_PASSWORD);
     db.add_admin(MASTER_USER, MASTER_PASSWORD);
-    let rotator = Rotator::new(store.clone(), FakeTarget::with_db(db.clone()), default_settings());
+    let rotator =
+        Rotator::new(store.clone(), DatabaseRotation::new(FakeTarget::with_db(db.clone()), default_settings()));
     Fixture { store, db, rotator, arn }
 }
 
@@ -845,8 +846,10 @@ async fn an_alternate_name_over_the_character_limit_is_refused_before_anything_i
     let mut f = with_master(json!({}));
     f.rotator = Rotator::new(
         f.store.clone(),
-        FakeTarget::with_db(f.db.clone()),
-        Settings::from_lookup(&limit, &FakeTarget::ENGINE).unwrap(),
+        DatabaseRotation::new(
+            FakeTarget::with_db(f.db.clone()),
+            Settings::from_lookup(&limit, &FakeTarget::ENGINE).unwrap(),
+        ),
     );
     let before = f.state();
     let err = f.step("createSecret", TOKEN).await.unwrap_err();

@@ -1,0 +1,271 @@
+//! The four rotation steps as Secrets Manager drives them, written once for every kind of
+//! credential: the event, the guard before each step, `finishSecret`'s stage moves, verified
+//! writes, logs and metrics. What a kind of credential adds (how a pending value is made, put in
+//! effect and tested) is a [`Rotation`].
+
+use std::future::Future;
+use std::time::Instant;
+
+use secrecy::SecretString;
+use tracing::{Instrument, error, info, info_span};
+
+use crate::{Error, RotationEvent, SecretStore, SecretVersions, Step, stage};
+
+/// What one kind of credential adds to the four steps. The engine has already checked that the
+/// event's token is a version staged `AWSPENDING` (and not `AWSCURRENT`) when a method runs.
+///
+/// Secrets Manager may invoke a step again after any failure, or while an earlier invocation of
+/// it still runs: every method must be safe to run again with the same token.
+pub trait Rotation: Send + Sync + 'static {
+    /// For logs and metrics: "PostgreSQL", "API key".
+    const LABEL: &'static str;
+
+    /// `createSecret`: store a value staged `AWSPENDING` for the token
+    /// ([`StepContext::put_pending`]), unless one is stored already.
+    fn create_secret<S: SecretStore>(
+        &self,
+        step: &StepContext<'_, S>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// `setSecret`: put the pending value in effect on the target.
+    fn set_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// `testSecret`: prove the pending value works.
+    fn test_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// `finishSecret`, before `AWSCURRENT` moves to the token: the version staged `AWSPREVIOUS`
+    /// now is about to lose that label (for example, revoke its key).
+    fn before_finish<S: SecretStore>(
+        &self,
+        step: &StepContext<'_, S>,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = step;
+        async { Ok(()) }
+    }
+}
+
+/// What a step works with: the event, the secret's versions as the guard read them, and the
+/// Secrets Manager calls every kind of rotation makes.
+pub struct StepContext<'a, S> {
+    pub store: &'a S,
+    pub event: &'a RotationEvent,
+    pub versions: &'a SecretVersions,
+}
+
+impl<S: SecretStore> StepContext<'_, S> {
+    /// The value staged `label`; for `AWSPENDING`, the token's version.
+    pub async fn value(&self, label: &str) -> Result<Option<SecretString>, Error> {
+        let version = (label == stage::PENDING).then_some(self.event.token.as_str());
+        self.store.get_value(&self.event.secret_id, version, label).await
+    }
+
+    /// As [`StepContext::value`], and an error naming the stage when there is none.
+    pub async fn required_value(&self, label: &str) -> Result<SecretString, Error> {
+        self.value(label).await?.ok_or_else(|| Error::MissingValue {
+            secret: self.event.secret_id.clone(),
+            stage: if label == stage::PENDING {
+                format!("{label} for version {}", self.event.token)
+            } else {
+                label.to_owned()
+            },
+        })
+    }
+
+    /// The secret's ARN when Secrets Manager gave it, else the id the event names.
+    pub fn secret_arn(&self) -> &str {
+        self.versions.arn.as_deref().unwrap_or(&self.event.secret_id)
+    }
+
+    /// `PutSecretValue` of the pending version, verified: when the call fails (or its answer
+    /// was lost) but the token's version holds a pending value, stored by this call or by another
+    /// invocation of the same step, the step goes on with it.
+    pub async fn put_pending(&self, pending: &SecretString) -> Result<(), Error> {
+        let event = self.event;
+        let stored =
+            self.store.put_pending(&event.secret_id, &event.token, pending, event.rotation_token.as_ref()).await;
+        let Err(error) = stored else {
+            return Ok(());
+        };
+        match self.value(stage::PENDING).await {
+            Ok(Some(_)) => {
+                info!(error = %error, "PutSecretValue reported a failure, but the pending value is stored: going on");
+                Ok(())
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// A stage move, verified: when it failed (or its answer was lost), reads the stages back;
+    /// if the token's version holds `label` (`attached`) or not (`!attached`) as the move meant,
+    /// this call or another invocation made it, and the step goes on.
+    async fn verify_stage_move(&self, result: Result<(), Error>, label: &str, attached: bool) -> Result<(), Error> {
+        let Err(error) = result else {
+            return Ok(());
+        };
+        match self.store.describe(&self.event.secret_id).await {
+            Ok(versions) if versions.has_stage(&self.event.token, label) == attached => {
+                info!(
+                    error = %error,
+                    label,
+                    attached,
+                    "UpdateSecretVersionStage reported a failure, but the stage is where it should be: going on"
+                );
+                Ok(())
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// The error for a pending version that can no longer succeed, with the way out: remove its
+    /// `AWSPENDING` label. `why` says what is known about the target.
+    pub fn stale_pending(&self, error: Error, why: &str) -> Error {
+        Error::StalePending {
+            inner: Box::new(error),
+            secret: crate::error::shown(&self.event.secret_id),
+            token: crate::error::shown(&self.event.token),
+            why: why.to_owned(),
+        }
+    }
+}
+
+/// Runs the four steps of one kind of rotation against Secrets Manager (or a double).
+pub struct Rotator<S, R> {
+    store: S,
+    rotation: R,
+}
+
+/// What the guard found before a step.
+enum Guard {
+    /// The token is already `AWSCURRENT`: the rotation is complete.
+    AlreadyCurrent(SecretVersions),
+    /// The token is `AWSPENDING`: the step has work to do.
+    Pending(SecretVersions),
+}
+
+impl<S: SecretStore, R: Rotation> Rotator<S, R> {
+    pub fn new(store: S, rotation: R) -> Self {
+        Rotator { store, rotation }
+    }
+
+    /// Runs the step an event asks for, with one log span around it.
+    pub async fn handle(&self, event: serde_json::Value) -> Result<(), Error> {
+        let started = Instant::now();
+        let event = match RotationEvent::from_json(event) {
+            Ok(event) => event,
+            Err(e) => {
+                error!(error = %e, error_type = %e.error_type(), "rejected the rotation event");
+                return Err(e);
+            }
+        };
+        let span = info_span!(
+            "rotation_step",
+            secret_id = %event.secret_id,
+            token = %event.token,
+            step = %event.step,
+            engine = R::LABEL,
+        );
+        async {
+            let result = match crate::deadline::remaining() {
+                // The last word before Lambda's own "Task timed out", which names nothing.
+                Some(left) => tokio::time::timeout(left, self.run_step(&event))
+                    .await
+                    .unwrap_or_else(|_| Err(Error::OutOfTime { step: event.step.to_string() })),
+                None => self.run_step(&event).await,
+            };
+            let duration_ms = started.elapsed().as_millis() as u64;
+            crate::metrics::emit(&crate::metrics::StepRecord {
+                step: &event.step.to_string(),
+                secret_id: &event.secret_id,
+                engine: R::LABEL,
+                duration_ms,
+                error_type: result.as_ref().err().map(Error::error_type),
+            });
+            match &result {
+                Ok(()) => info!(duration_ms, outcome = "success", "step finished"),
+                Err(e) => error!(
+                    duration_ms,
+                    outcome = "failure",
+                    error_type = %e.error_type(),
+                    error = %e,
+                    "step failed"
+                ),
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The guard, then the step.
+    pub async fn run_step(&self, event: &RotationEvent) -> Result<(), Error> {
+        match self.guard(event).await? {
+            Guard::AlreadyCurrent(versions) => {
+                if event.step == Step::Finish {
+                    let step = StepContext { store: &self.store, event, versions: &versions };
+                    remove_leftover_pending(&step).await?;
+                }
+                info!("the token is already AWSCURRENT: nothing to do");
+                Ok(())
+            }
+            Guard::Pending(versions) => {
+                let step = StepContext { store: &self.store, event, versions: &versions };
+                match event.step {
+                    Step::Create => self.rotation.create_secret(&step).await,
+                    Step::Set => self.rotation.set_secret(&step).await,
+                    Step::Test => self.rotation.test_secret(&step).await,
+                    Step::Finish => {
+                        self.rotation.before_finish(&step).await?;
+                        finish_secret(&step).await
+                    }
+                }
+            }
+        }
+    }
+
+    /// The checks AWS's templates make before every step.
+    async fn guard(&self, event: &RotationEvent) -> Result<Guard, Error> {
+        let versions = self.store.describe(&event.secret_id).await?;
+        if !versions.rotation_enabled {
+            return Err(Error::RotationDisabled { secret: event.secret_id.clone() });
+        }
+        let Some(labels) = versions.stages.get(&event.token) else {
+            return Err(Error::UnknownVersion { secret: event.secret_id.clone(), token: event.token.clone() });
+        };
+        if versions.has_stage(&event.token, stage::CURRENT) {
+            return Ok(Guard::AlreadyCurrent(versions));
+        }
+        if !versions.has_stage(&event.token, stage::PENDING) {
+            let stages = if labels.is_empty() { "none".to_owned() } else { labels.join(", ") };
+            return Err(Error::NotPending { secret: event.secret_id.clone(), token: event.token.clone(), stages });
+        }
+        Ok(Guard::Pending(versions))
+    }
+}
+
+/// Makes the token `AWSCURRENT` and takes `AWSPENDING` off it.
+async fn finish_secret<S: SecretStore>(step: &StepContext<'_, S>) -> Result<(), Error> {
+    let event = step.event;
+    let current_version = step.versions.version_with(stage::CURRENT).map(str::to_owned);
+    if current_version.as_deref() != Some(event.token.as_str()) {
+        let moved = step
+            .store
+            .move_stage(&event.secret_id, stage::CURRENT, Some(&event.token), current_version.as_deref())
+            .await;
+        step.verify_stage_move(moved, stage::CURRENT, true).await?;
+        info!(previous_version = current_version.as_deref().unwrap_or("none"), "moved AWSCURRENT to the token");
+    }
+    let removed = step.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await;
+    step.verify_stage_move(removed, stage::PENDING, false).await
+}
+
+/// Secrets Manager removes `AWSPENDING` itself after a rotation, emulators do not, and a
+/// label left on a finished version blocks the next rotation.
+async fn remove_leftover_pending<S: SecretStore>(step: &StepContext<'_, S>) -> Result<(), Error> {
+    let event = step.event;
+    if step.versions.has_stage(&event.token, stage::PENDING) {
+        let removed = step.store.move_stage(&event.secret_id, stage::PENDING, None, Some(&event.token)).await;
+        step.verify_stage_move(removed, stage::PENDING, false).await?;
+        info!("removed AWSPENDING from the current version");
+    }
+    Ok(())
+}

@@ -90,6 +90,9 @@ pub enum Error {
     #[error("{action} on {host}:{port} failed: {detail}")]
     Target { action: &'static str, host: String, port: u16, detail: String, retryable: bool },
 
+    #[error("the admin secret {admin_secret} of profile {profile} {problem}")]
+    AdminSecret { profile: String, admin_secret: String, problem: String },
+
     /// An HTTP call of an API-key profile failed. `url` has no query string; no header, key
     /// or response body is ever part of `detail`.
     #[error("the `{call}` call of profile {profile} ({url}) failed: {detail}")]
@@ -146,6 +149,12 @@ pub enum SecretProblem {
     InvalidField { field: &'static str, expected: &'static str },
     #[error("field `engine` is `{found}`, but this function rotates {expected}")]
     WrongEngine { found: String, expected: String },
+    /// As `Rule`, for a field whose name comes from configuration (an API-key profile's fields).
+    #[error("field `{field}` {rule}")]
+    FieldRule { field: String, rule: String },
+    /// A value a profile's call needs is missing from the secret.
+    #[error("the `{call}` call of profile {profile} needs {what}")]
+    NeededByProfile { profile: String, call: &'static str, what: String },
     /// A field of the right type whose content breaks a rule; `rule` describes the rule and
     /// what was found (a length, a kind of character), never the value.
     #[error("field `{field}` {rule}")]
@@ -213,6 +222,7 @@ impl Error {
             Error::OldPasswordStillAccepted { .. } => "OldPasswordStillAccepted",
             Error::OutOfTime { .. } => "OutOfTime",
             Error::Target { .. } => "TargetCommand",
+            Error::AdminSecret { .. } => "InvalidAdminSecret",
             Error::ProviderCall { .. } => "ProviderCall",
             Error::UrlNotAllowed { .. } => "UrlNotAllowed",
             Error::KeyRejected { .. } => "KeyRejected",

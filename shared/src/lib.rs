@@ -27,7 +27,7 @@ mod tls;
 
 pub use config::{ConnectSettings, seconds};
 pub use engine::{Rotation, Rotator, StepContext};
-pub use error::{Error, SecretProblem, with_causes};
+pub use error::{Error, SecretProblem, shown, with_causes};
 pub use event::{RotationEvent, Step};
 pub use lambda::serve;
 pub use policy::PasswordPolicy;
@@ -54,5 +54,7 @@ pub mod stage {
     pub const PREVIOUS: &str = "AWSPREVIOUS";
 }
 
-#[cfg(test)]
-mod testing;
+/// In-memory doubles of Secrets Manager and of a database, with fault injection, for unit tests
+/// (of this crate, and of function crates through the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -501,3 +501,403 @@ fn internal_v4(ip: Ipv4Addr) -> Option<&'static str> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// What the test server answers: the raw HTTP response, or `None` to stall.
+    type Answer = fn(&str) -> Option<Vec<u8>>;
+
+    struct Server {
+        port: u16,
+        ca_pem: String,
+        /// The head and body of every request received.
+        requests: Arc<Mutex<Vec<String>>>,
+        connections: Arc<AtomicUsize>,
+    }
+
+    fn certificates() -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_pem = ca_params.clone().self_signed(&ca_key).unwrap().pem();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let key = KeyPair::generate().unwrap();
+        let certificate = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (ca_pem, certificate.der().clone(), key)
+    }
+
+    async fn server(answer: Answer) -> Server {
+        let (ca_pem, certificate, key) = certificates();
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![certificate], key)
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (seen, count) = (requests.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let request = read_request(&mut tls).await;
+                    seen.lock().unwrap().push(request.clone());
+                    match answer(&request) {
+                        Some(response) => {
+                            let _ = tls.write_all(&response).await;
+                            let _ = tls.shutdown().await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(60)).await,
+                    }
+                });
+            }
+        });
+        Server { port, ca_pem, requests, connections }
+    }
+
+    /// The request's head and its `Content-Length` body.
+    async fn read_request(stream: &mut (impl AsyncRead + Unpin)) -> String {
+        let mut data = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_string();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if data.len() >= end + 4 + length {
+                    return String::from_utf8_lossy(&data[..end + 4 + length]).to_string();
+                }
+            }
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return String::from_utf8_lossy(&data).to_string(),
+                Ok(n) => data.extend_from_slice(&buffer[..n]),
+            }
+        }
+    }
+
+    fn settings(prefixes: &[String], ca_pem: Option<&str>) -> ClientSettings {
+        let configs = rotation::net::TlsConfigs::new(ca_pem.map(str::as_bytes)).unwrap();
+        ClientSettings {
+            allowed_url_prefixes: prefixes.to_vec(),
+            allow_plain_http_to_loopback: false,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(3),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            tls: configs.for_mode(TlsMode::VerifyFull).unwrap().clone(),
+        }
+    }
+
+    fn request(url: &str) -> Request {
+        Request {
+            profile: "test-profile".into(),
+            call: "test",
+            method: "POST".into(),
+            url: Url::parse(url).unwrap(),
+            headers: vec![("X-Api-Token".into(), SecretString::from("header-secret"))],
+            body: Some(SecretString::from(r#"{"key":"body-secret"}"#)),
+        }
+    }
+
+    fn prefix(server: &Server) -> String {
+        format!("https://127.0.0.1:{}/", server.port)
+    }
+
+    fn ok(_: &str) -> Option<Vec<u8>> {
+        Some(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{\"answer\":\"hi\"}\n".to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_sends_the_headers_and_body_and_reads_the_answer() {
+        let server = server(ok).await;
+        let client = HttpClient::new(settings(&[prefix(&server)], Some(&server.ca_pem))).unwrap();
+        let url = format!("https://127.0.0.1:{}/v1/keys?page=2", server.port);
+        let response = client.send(&request(&url)).await.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body(), b"{\"answer\":\"hi\"}\n");
+        let received = server.requests.lock().unwrap()[0].clone();
+        assert!(received.starts_with("POST /v1/keys?page=2 HTTP/1.1\r\n"), "{received}");
+        let lower = received.to_ascii_lowercase();
+        assert!(lower.contains(&format!("\r\nhost: 127.0.0.1:{}\r\n", server.port)), "{received}");
+        assert!(lower.contains("\r\nx-api-token: header-secret\r\n"), "{received}");
+        assert!(lower.contains("\r\ncontent-type: application/json\r\n"), "{received}");
+        assert!(received.ends_with("\r\n\r\n{\"key\":\"body-secret\"}"), "{received}");
+        assert_eq!(format!("{response:?}"), "Response { status: 200, body_bytes: 16 }");
+
+        // `localhost` named by the prefix: loopback is allowed, and the certificate's name is checked.
+        let client =
+            HttpClient::new(settings(&[format!("https://localhost:{}/", server.port)], Some(&server.ca_pem))).unwrap();
+        let response = client.send(&request(&format!("https://localhost:{}/x", server.port))).await.unwrap();
+        assert_eq!(response.status, 200);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_returned_never_followed() {
+        fn redirect(_: &str) -> Option<Vec<u8>> {
+            Some(
+                b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            )
+        }
+        let server = server(redirect).await;
+        let client = HttpClient::new(settings(&[prefix(&server)], Some(&server.ca_pem))).unwrap();
+        let response = client.send(&request(&format!("{}start", prefix(&server)))).await.unwrap();
+        assert_eq!(response.status, 302);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(server.requests.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused() {
+        fn announced(_: &str) -> Option<Vec<u8>> {
+            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2048\r\nConnection: close\r\n\r\n".to_vec();
+            answer.extend(std::iter::repeat_n(b'a', 2048));
+            Some(answer)
+        }
+        fn unannounced(_: &str) -> Option<Vec<u8>> {
+            let mut answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+            answer.extend(std::iter::repeat_n(b'a', 4096));
+            Some(answer)
+        }
+        for answer in [announced as Answer, unannounced] {
+            let server = server(answer).await;
+            let mut settings = settings(&[prefix(&server)], Some(&server.ca_pem));
+            settings.max_response_bytes = 1024;
+            let client = HttpClient::new(settings).unwrap();
+            let error = client.send(&request(&format!("{}big", prefix(&server)))).await.unwrap_err();
+            match &error {
+                Error::ProviderCall { detail, retryable: false, url, .. } => {
+                    assert_eq!(detail, "answer larger than 1024 bytes");
+                    assert_eq!(url, &format!("https://127.0.0.1:{}/big", server.port));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_server_is_bounded_by_the_timeout() {
+        fn stall(_: &str) -> Option<Vec<u8>> {
+            None
+        }
+        let server = server(stall).await;
+        let mut settings = settings(&[prefix(&server)], Some(&server.ca_pem));
+        settings.request_timeout = Duration::from_millis(500);
+        let client = HttpClient::new(settings).unwrap();
+        let started = Instant::now();
+        let error = client.send(&request(&format!("{}slow", prefix(&server)))).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(error.is_retryable(), "{error}");
+        assert!(error.to_string().contains("no complete answer within 500 ms"), "{error}");
+
+        // A server that accepts TCP but never speaks TLS: the connect timeout.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let mut settings = self::settings(&[format!("https://127.0.0.1:{port}/")], None);
+        settings.connect_timeout = Duration::from_millis(300);
+        let client = HttpClient::new(settings).unwrap();
+        let error = client.send(&request(&format!("https://127.0.0.1:{port}/"))).await.unwrap_err();
+        assert!(error.to_string().contains("no connection (TCP and TLS) within 300 ms"), "{error}");
+        assert!(error.is_retryable());
+        drop(silent);
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_a_permanent_tls_error() {
+        let server = server(ok).await;
+        let client = HttpClient::new(settings(&[prefix(&server)], None)).unwrap();
+        let error = client.send(&request(&format!("{}x", prefix(&server)))).await.unwrap_err();
+        match &error {
+            Error::ProviderCall { detail, retryable: false, call: "test", profile, .. } => {
+                assert!(detail.starts_with("TLS failed: "), "{detail}");
+                assert!(detail.contains("UnknownIssuer") || detail.contains("unknown issuer"), "{detail}");
+                assert_eq!(profile, "test-profile");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(server.requests.lock().unwrap().iter().all(|r| r.is_empty()), "no request was sent");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_retryable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = HttpClient::new(settings(&[format!("https://127.0.0.1:{port}/")], None)).unwrap();
+        let error = client.send(&request(&format!("https://127.0.0.1:{port}/"))).await.unwrap_err();
+        assert!(matches!(error, Error::ProviderCall { retryable: true, .. }), "{error}");
+    }
+
+    fn not_allowed(error: Error) -> String {
+        match error {
+            Error::UrlNotAllowed { rule, url, .. } => {
+                assert!(!url.contains('?'), "{url}");
+                rule
+            }
+            other => panic!("not UrlNotAllowed: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_url_outside_the_allow_list_is_refused_before_any_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = HttpClient::new(settings(&[format!("https://127.0.0.1:{port}/v1/")], None)).unwrap();
+        for url in [
+            format!("https://127.0.0.1:{port}/v2/keys?token=query-secret"),
+            format!("https://127.0.0.1:{port}/v1"),
+            format!("https://127.0.0.2:{port}/v1/keys"),
+        ] {
+            let rule = not_allowed(client.send(&request(&url)).await.unwrap_err());
+            assert!(rule.contains("none of allowed_url_prefixes"), "{rule}");
+        }
+        let nothing = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(nothing.is_err(), "a connection was made");
+    }
+
+    #[tokio::test]
+    async fn plain_http_only_to_loopback_and_only_when_allowed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let prefixes =
+            [format!("http://127.0.0.1:{port}/"), "http://10.1.2.3/".to_owned(), "ftp://127.0.0.1/".to_owned()];
+        let refused = HttpClient::new(settings(&prefixes, None)).unwrap();
+        let rule = not_allowed(refused.send(&request(&format!("http://127.0.0.1:{port}/x"))).await.unwrap_err());
+        assert!(rule.contains("ALLOW_PLAIN_HTTP_TO_LOOPBACK"), "{rule}");
+        let mut allowing = settings(&prefixes, None);
+        allowing.allow_plain_http_to_loopback = true;
+        let client = HttpClient::new(allowing).unwrap();
+        let rule = not_allowed(client.send(&request("http://10.1.2.3/x")).await.unwrap_err());
+        assert!(rule.contains("plain http:// is allowed only to a loopback host"), "{rule}");
+        let rule = not_allowed(client.send(&request("ftp://127.0.0.1/x")).await.unwrap_err());
+        assert!(rule.contains("https only"), "{rule}");
+
+        // Plain HTTP to loopback, allowed: a real exchange.
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let request = read_request(&mut tcp).await;
+            assert!(request.starts_with("POST /x HTTP/1.1"));
+            tcp.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await.unwrap();
+        });
+        assert_eq!(client.send(&request(&format!("http://127.0.0.1:{port}/x"))).await.unwrap().status, 204);
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_are_refused_unless_the_prefix_names_them() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let prefixes = vec![
+            format!("https://service.test:{port}/"),
+            "https://metadata.test/".to_owned(),
+            "https://mapped.test/".to_owned(),
+            "https://mixed.test/".to_owned(),
+            "https://[fd00:ec2::254]/".to_owned(),
+        ];
+        let mut client = HttpClient::new(settings(&prefixes, None)).unwrap();
+        client.hosts = vec![
+            ("service.test".into(), IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ("metadata.test".into(), IpAddr::V4(METADATA_V4)),
+            ("mapped.test".into(), "::ffff:127.0.0.1".parse().unwrap()),
+            ("mixed.test".into(), "93.184.216.34".parse().unwrap()),
+            ("mixed.test".into(), "fe80::1".parse().unwrap()),
+        ];
+        let cases = [
+            (format!("https://service.test:{port}/x"), "resolves to 127.0.0.1, a loopback address"),
+            ("https://metadata.test/latest/meta-data".to_owned(), "the instance-metadata address"),
+            ("https://mapped.test/".to_owned(), "a loopback address"),
+            ("https://mixed.test/".to_owned(), "a link-local address"),
+        ];
+        for (url, expected) in cases {
+            let rule = not_allowed(client.send(&request(&url)).await.unwrap_err());
+            assert!(rule.contains(expected), "{url}: {rule}");
+        }
+        // Named by its IP literal: allowed (and then unreachable here, a call failure, not a refusal).
+        let named = client.send(&request("https://[fd00:ec2::254]/x")).await.unwrap_err();
+        assert!(matches!(named, Error::ProviderCall { .. }), "{named}");
+        let nothing = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(nothing.is_err(), "a connection was made");
+    }
+
+    #[test]
+    fn internal_address_kinds() {
+        let kind = |ip: &str| internal(ip.parse().unwrap());
+        assert_eq!(kind("169.254.169.254"), Some("the instance-metadata address"));
+        assert_eq!(kind("169.254.170.2"), Some("a link-local address"));
+        assert_eq!(kind("127.0.0.53"), Some("a loopback address"));
+        assert_eq!(kind("0.0.0.0"), Some("the unspecified address"));
+        assert_eq!(kind("224.0.0.1"), Some("a multicast or broadcast address"));
+        assert_eq!(kind("::1"), Some("a loopback address"));
+        assert_eq!(kind("::"), Some("the unspecified address"));
+        assert_eq!(kind("fe80::1"), Some("a link-local address"));
+        assert_eq!(kind("ff02::1"), Some("a multicast address"));
+        assert_eq!(kind("fd00:ec2::254"), Some("the instance-metadata address"));
+        assert_eq!(kind("::ffff:169.254.169.254"), Some("the instance-metadata address"));
+        assert_eq!(kind("64:ff9b::a9fe:a9fe"), Some("the instance-metadata address"));
+        assert_eq!(kind("10.0.0.1"), None);
+        assert_eq!(kind("93.184.216.34"), None);
+        assert_eq!(kind("2600:1f18::1"), None);
+    }
+
+    #[test]
+    fn debug_shows_no_header_or_body() {
+        let request = request("https://api.example.com/v1/keys?token=query-secret");
+        let shown = format!("{request:?}");
+        assert!(
+            shown.contains("POST")
+                && shown.contains("test-profile")
+                && shown.contains("https://api.example.com:443/v1/keys")
+        );
+        for secret in ["header-secret", "body-secret", "query-secret", "X-Api-Token"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let response = Response { status: 200, body: b"response-secret".to_vec() };
+        assert!(!format!("{response:?}").contains("response-secret"));
+    }
+
+    #[test]
+    fn settings_from_the_environment() {
+        let lookup = |name: &str| match name {
+            "CONNECT_TIMEOUT_SECONDS" => Some("2.5".to_owned()),
+            "ALLOW_PLAIN_HTTP_TO_LOOPBACK" => Some("true".to_owned()),
+            _ => None,
+        };
+        let settings = ClientSettings::from_lookup(&lookup, vec!["https://a.example.com/".into()]).unwrap();
+        assert_eq!(settings.connect_timeout, Duration::from_millis(2500));
+        assert_eq!(settings.request_timeout, Duration::from_secs(10));
+        assert_eq!(settings.max_response_bytes, 1 << 20);
+        assert!(settings.allow_plain_http_to_loopback);
+        let bad = |name: &'static str, value: &'static str| {
+            ClientSettings::from_lookup(&move |n: &str| (n == name).then(|| value.to_owned()), vec![]).unwrap_err()
+        };
+        assert!(matches!(
+            bad("REQUEST_TIMEOUT_SECONDS", "0"),
+            Error::Config { variable: "REQUEST_TIMEOUT_SECONDS", .. }
+        ));
+        assert!(matches!(
+            bad("CA_BUNDLE_PATH", "/nonexistent/ca.pem"),
+            Error::Config { variable: "CA_BUNDLE_PATH", .. }
+        ));
+    }
+}

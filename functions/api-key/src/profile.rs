@@ -1204,3 +1204,627 @@ fn parse_call(value: &Value, kind: Kind, path: &str, context: &CallContext<'_>) 
     };
     Ok((call, raw))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of PROFILES.md: the document and the code agree.
+    fn example() -> Value {
+        let doc = include_str!("../PROFILES.md");
+        let start = doc.find("```json\n").expect("PROFILES.md has a JSON example") + "```json\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        serde_json::from_str(&doc[start..end]).expect("the example of PROFILES.md is JSON")
+    }
+
+    fn lookup_from(vars: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+    }
+
+    fn load(document: &Value) -> Result<Profiles, Error> {
+        Profiles::from_lookup(&lookup_from(vec![("API_KEY_PROFILES", document.to_string())]))
+    }
+
+    /// The problem text of a configuration error, with its variable.
+    fn problem(document: &Value) -> (String, String) {
+        match load(document) {
+            Err(Error::Config { variable, problem }) => (variable.to_owned(), problem),
+            Err(other) => panic!("not a configuration error: {other}"),
+            Ok(_) => panic!("the document was accepted"),
+        }
+    }
+
+    fn with(change: impl FnOnce(&mut Value)) -> Value {
+        let mut document = example();
+        change(&mut document);
+        document
+    }
+
+    /// The value at `pointer`; a missing last member is added (null) to its object.
+    fn at<'a>(document: &'a mut Value, pointer: &str) -> &'a mut Value {
+        if document.pointer(pointer).is_none() {
+            let (parent, name) = pointer.rsplit_once('/').unwrap();
+            let parent = document.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent}"));
+            parent.as_object_mut().unwrap().insert(name.to_owned(), Value::Null);
+        }
+        document.pointer_mut(pointer).unwrap()
+    }
+
+    const VAULT: &str = "/profiles/vault-token";
+
+    fn generated() -> Value {
+        serde_json::json!({
+            "allowed_url_prefixes": ["https://rabbit.example.com/api/"],
+            "profiles": {
+                "rabbit": {
+                    "mode": "generated",
+                    "base_url": "https://rabbit.example.com/api/",
+                    "generate": {"length": 32, "alphabet": "hex", "prefix": "rk_"},
+                    "calls": {
+                        "push": {
+                            "method": "PUT", "path": "users/{field.username}",
+                            "basic_auth": {"username": "{admin.username}", "password": "{admin.password}"},
+                            "body": {"password_hash": "{value_rabbitmq_sha256}", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["{field.username}", 1, null]}
+                        },
+                        "test": {"method": "GET", "path": "whoami", "basic_auth": {"username": "{field.username}", "password": "{value}"}}
+                    },
+                    "admin_secret": "rabbit-admin"
+                }
+            }
+        })
+    }
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let profiles = load(&example()).unwrap();
+        assert_eq!(profiles.allowed_url_prefixes(), ["https://vault.example.com:8200/v1/"]);
+        let profile = profiles.get(None).unwrap();
+        assert_eq!(profile.name, "vault-token");
+        assert_eq!(profile.mode, Mode::Issued);
+        assert_eq!(profile.key_field, "api_key");
+        assert_eq!(profile.key_id_field, "api_key_id");
+        assert_eq!(profile.propagation, Duration::from_secs(10));
+        assert!(profile.issue.is_some() && profile.test.is_some() && profile.revoke.is_some());
+        assert!(profile.list.as_ref().unwrap().lookup.is_some());
+        assert!(profiles.get(Some("vault-token")).is_ok());
+        let unknown = profiles.get(Some("other")).unwrap_err();
+        assert!(unknown.contains("other") && unknown.contains("vault-token"), "{unknown}");
+    }
+
+    #[test]
+    fn every_problem_names_its_json_path() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                with(|d| {
+                    at(d, VAULT).as_object_mut().unwrap().insert("extra".into(), 1.into()).map(drop).unwrap_or(())
+                }),
+                "profiles.vault-token: unknown field `extra`",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/issue/path")) = "auth/{foo}".into()),
+                "profiles.vault-token.calls.issue.path: unknown placeholder {foo}",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/issue/path")) = "auth/{key_name".into()),
+                "profiles.vault-token.calls.issue.path: a `{` without its `}`",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/issue/body/meta/rotation_key")) = "{value}".into()),
+                "profiles.vault-token.calls.issue.body.meta.rotation_key: {value} is not available to the `issue` call",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/list/lookup/body/accessor")) = "{value}".into()),
+                "profiles.vault-token.calls.list.lookup.body.accessor: {value} is not available",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/issue/body/display_name")) = "{key_id}".into()),
+                "calls.issue.body.display_name: {key_id} is not available",
+            ),
+            (
+                with(|d| drop(at(d, VAULT).as_object_mut().unwrap().remove("admin_secret"))),
+                "profiles.vault-token.calls.issue.headers.X-Vault-Token: {admin.token} needs the profile's admin_secret",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/test/headers/X-Vault-Token")) = "{field.api_key}".into()),
+                "calls.test.headers.X-Vault-Token: {field.api_key} is the key field",
+            ),
+            (
+                with(|d| drop(at(d, &format!("{VAULT}/calls")).as_object_mut().unwrap().remove("revoke"))),
+                "profiles.vault-token.calls: mode `issued` needs a `revoke` call",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/mode")) = "generated".into()),
+                "profiles.vault-token.calls.issue: only for mode `issued`",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/mode")) = "minted".into()),
+                "profiles.vault-token: unknown variant `minted`",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/base_url")) = "https://vault.example.com:8200/v2/".into()),
+                "profiles.vault-token.base_url: https://vault.example.com:8200/v2/ starts with none of allowed_url_prefixes",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/base_url")) = "https://vault.example.com:8200/v1".into()),
+                "profiles.vault-token.base_url: must end with `/`",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/revoke/path")) = "../../other".into()),
+                "profiles.vault-token.calls.revoke.path: leaves base_url",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/revoke/path")) = "//evil.example.com/x".into()),
+                "profiles.vault-token.calls.revoke.path: leaves base_url",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/revoke/path")) = "https://evil.example.com/v1/".into()),
+                "profiles.vault-token.calls.revoke.path: leaves base_url",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/revoke/path")) = "keys/{admin.token}".into()),
+                "profiles.vault-token.calls.revoke.path: {admin.token} may not be part of a URL",
+            ),
+            (
+                with(|d| *at(d, "/allowed_url_prefixes/0") = "http://vault.example.com:8200/v1/".into()),
+                "allowed_url_prefixes[0]: `http://vault.example.com:8200/v1/`: http:// is allowed only to a loopback host",
+            ),
+            (
+                with(|d| *at(d, "/allowed_url_prefixes/0") = "https://vault.example.com".into()),
+                "allowed_url_prefixes[0]: `https://vault.example.com` is not in normal form: write `https://vault.example.com/`",
+            ),
+            (with(|d| *at(d, "/allowed_url_prefixes") = serde_json::json!([])), "allowed_url_prefixes: is empty"),
+            (with(|d| *at(d, "/profiles") = serde_json::json!({})), "profiles: has no profile"),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/issue/value_pointer")) = "auth/client_token".into()),
+                "profiles.vault-token.calls.issue.value_pointer: is not a JSON Pointer",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/list/name_pointer")) = "/a~2b".into()),
+                "profiles.vault-token.calls.list.name_pointer: is not a JSON Pointer",
+            ),
+            (
+                with(|d| drop(at(d, &format!("{VAULT}/calls/issue")).as_object_mut().unwrap().remove("value_pointer"))),
+                "profiles.vault-token.calls.issue.value_pointer: is required",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/propagation_seconds")) = 301.into()),
+                "profiles.vault-token.propagation_seconds: must be at most 300",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/revoke/refuse")) = serde_json::json!([403])),
+                "profiles.vault-token.calls.revoke.refuse: only for the `test` call",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/revoke/gone")) = serde_json::json!([204])),
+                "profiles.vault-token.calls.revoke: status 204 is both accepted and refused or gone",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/test/accept")) = serde_json::json!([700])),
+                "profiles.vault-token.calls.test.accept: 700 is not an HTTP status",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/list/lookup/extra")) = 1.into()),
+                "profiles.vault-token.calls.list.lookup: unknown field `extra`",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/test/method")) = "get".into()),
+                "profiles.vault-token.calls.test.method: must be an HTTP method in capitals",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/test/headers/Host")) = "x".into()),
+                "profiles.vault-token.calls.test.headers.Host: is set by the client",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/rotate")) = serde_json::json!({})),
+                "profiles.vault-token.calls: unknown call `rotate`",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/generate")) = serde_json::json!({"length": 20})),
+                "profiles.vault-token.generate: only for mode `generated`",
+            ),
+        ];
+        for (document, expected) in cases {
+            let (variable, problem) = problem(&document);
+            assert_eq!(variable, "API_KEY_PROFILES", "{problem}");
+            assert!(problem.contains(expected), "expected `{expected}` in `{problem}`");
+        }
+    }
+
+    #[test]
+    fn generate_bounds_and_generated_mode_calls() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                with_generated(|d| *at(d, "/profiles/rabbit/generate/length") = 10.into()),
+                "profiles.rabbit.generate.length: must be 16 to 256",
+            ),
+            (
+                with_generated(|d| *at(d, "/profiles/rabbit/generate/length") = 257.into()),
+                "profiles.rabbit.generate.length: must be 16 to 256",
+            ),
+            (
+                with_generated(|d| *at(d, "/profiles/rabbit/generate/length") = 18.into()),
+                "profiles.rabbit.generate.length: must leave at least 16 random characters",
+            ),
+            (
+                with_generated(|d| *at(d, "/profiles/rabbit/generate/alphabet") = "base32".into()),
+                "profiles.rabbit: unknown variant `base32`",
+            ),
+            (
+                with_generated(|d| *at(d, "/profiles/rabbit/calls/test/basic_auth/extra") = 1.into()),
+                "profiles.rabbit.calls.test: unknown field `extra`",
+            ),
+            (
+                with_generated(|d| {
+                    *at(d, "/profiles/rabbit/calls/test/headers") = serde_json::json!({"Authorization": "x"})
+                }),
+                "profiles.rabbit.calls.test.headers.Authorization: basic_auth sets this header",
+            ),
+        ];
+        for (document, expected) in cases {
+            let (_, problem) = problem(&document);
+            assert!(problem.contains(expected), "expected `{expected}` in `{problem}`");
+        }
+        assert_eq!(load(&generated()).unwrap().get(None).unwrap().mode, Mode::Generated);
+    }
+
+    fn with_generated(change: impl FnOnce(&mut Value)) -> Value {
+        let mut document = generated();
+        change(&mut document);
+        document
+    }
+
+    #[test]
+    fn where_the_document_comes_from_and_the_default_profile() {
+        let none = Profiles::from_lookup(&lookup_from(vec![])).unwrap_err().to_string();
+        assert!(none.contains("API_KEY_PROFILES") && none.contains("API_KEY_PROFILES_FILE"), "{none}");
+
+        let path = std::env::temp_dir().join(format!("profiles-{}.json", std::process::id()));
+        let mut broken = example();
+        *at(&mut broken, &format!("{VAULT}/calls/test/path")) = "{oops}".into();
+        std::fs::write(&path, broken.to_string()).unwrap();
+        let from_file =
+            Profiles::from_lookup(&lookup_from(vec![("API_KEY_PROFILES_FILE", path.display().to_string())]));
+        std::fs::remove_file(&path).unwrap();
+        match from_file {
+            Err(Error::Config { variable, problem }) => {
+                assert_eq!(variable, "API_KEY_PROFILES_FILE");
+                assert!(
+                    problem.starts_with("profiles.vault-token.calls.test.path: unknown placeholder {oops}"),
+                    "{problem}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let not_json = Profiles::from_lookup(&lookup_from(vec![("API_KEY_PROFILES", "{nope".into())])).unwrap_err();
+        assert!(not_json.to_string().contains("not valid JSON"), "{not_json}");
+
+        // Two profiles: a secret must name one, unless a default is set.
+        let mut two = example();
+        let copy = at(&mut two, VAULT).clone();
+        at(&mut two, "/profiles").as_object_mut().unwrap().insert("second".into(), copy);
+        let profiles = load(&two).unwrap();
+        assert!(profiles.get(None).unwrap_err().contains("API_KEY_DEFAULT_PROFILE"));
+        assert_eq!(profiles.get(Some("second")).unwrap().name, "second");
+        let with_default = Profiles::from_lookup(&lookup_from(vec![
+            ("API_KEY_PROFILES", two.to_string()),
+            ("API_KEY_DEFAULT_PROFILE", "second".into()),
+        ]))
+        .unwrap();
+        assert_eq!(with_default.get(None).unwrap().name, "second");
+        let unknown_default = Profiles::from_lookup(&lookup_from(vec![
+            ("API_KEY_PROFILES", two.to_string()),
+            ("API_KEY_DEFAULT_PROFILE", "third".into()),
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(&unknown_default, Error::Config { variable: "API_KEY_DEFAULT_PROFILE", .. }),
+            "{unknown_default}"
+        );
+    }
+
+    #[test]
+    fn plain_http_prefixes_only_to_loopback_and_only_when_allowed() {
+        let local = serde_json::json!({
+            "allowed_url_prefixes": ["http://127.0.0.1:8080/"],
+            "profiles": {"local": {"mode": "generated", "base_url": "http://127.0.0.1:8080/", "calls": {}}}
+        });
+        assert!(problem(&local).1.contains("ALLOW_PLAIN_HTTP_TO_LOOPBACK=true"));
+        let allowed = |document: &Value| {
+            Profiles::from_lookup(&lookup_from(vec![
+                ("API_KEY_PROFILES", document.to_string()),
+                ("ALLOW_PLAIN_HTTP_TO_LOOPBACK", "true".into()),
+            ]))
+        };
+        assert!(allowed(&local).is_ok());
+        let mut remote = local.clone();
+        *at(&mut remote, "/allowed_url_prefixes/0") = "http://10.0.0.1:8080/".into();
+        assert!(allowed(&remote).unwrap_err().to_string().contains("allowed_url_prefixes[0]"));
+        let bad_flag = Profiles::from_lookup(&lookup_from(vec![
+            ("API_KEY_PROFILES", local.to_string()),
+            ("ALLOW_PLAIN_HTTP_TO_LOOPBACK", "yes".into()),
+        ]))
+        .unwrap_err();
+        assert!(matches!(bad_flag, Error::Config { variable: "ALLOW_PLAIN_HTTP_TO_LOOPBACK", .. }));
+    }
+
+    fn vault() -> Profiles {
+        load(&example()).unwrap()
+    }
+
+    #[test]
+    fn a_placeholder_in_the_path_stays_one_segment_under_base_url() {
+        let profiles = vault();
+        let profile = profiles.get(None).unwrap();
+        let mut document = example();
+        *at(&mut document, &format!("{VAULT}/calls/revoke/path")) = "keys/{key_id}/revoke".into();
+        let changed = load(&document).unwrap();
+        let revoke = changed.get(None).unwrap().revoke.as_ref().unwrap();
+        let fields = Map::new();
+        let admin = map(serde_json::json!({"token": "admin-token"}));
+        let values = |key_id: &'static str| Values {
+            key_name: None,
+            version: "v1",
+            key_id: Some(key_id),
+            value: None,
+            fields: &fields,
+            admin: Some(&admin),
+        };
+        let request = revoke.request(profile, "revoke", &values("../../sys/seal?x=1#f")).unwrap();
+        assert_eq!(
+            request.url.as_str(),
+            "https://vault.example.com:8200/v1/keys/..%2F..%2Fsys%2Fseal%3Fx%3D1%23f/revoke"
+        );
+        assert!(request.url.as_str().starts_with(profile.base_url.as_str()));
+        for unsafe_value in ["..", ".", ""] {
+            let refused = revoke.request(profile, "revoke", &values(unsafe_value)).unwrap_err();
+            assert_eq!(refused, RenderError::UnsafePath("{key_id}".into()));
+        }
+        // `%2e%2e` is a `..` segment to URL parsers: it is encoded again, not decoded.
+        let encoded = revoke.request(profile, "revoke", &values("%2e%2e")).unwrap();
+        assert!(encoded.url.path().starts_with("/v1/keys/%252e%252e/"), "{}", encoded.url);
+    }
+
+    #[test]
+    fn rendering_the_documented_calls() {
+        let profiles = vault();
+        let profile = profiles.get(None).unwrap();
+        let fields = map(serde_json::json!({"api_key": "old", "username": "svc", "port": 5672, "flag": true}));
+        let admin = map(serde_json::json!({"token": "admin-token"}));
+        let values = Values {
+            key_name: Some("rotation-abc"),
+            version: "v1",
+            key_id: Some("acc-1"),
+            value: None,
+            fields: &fields,
+            admin: Some(&admin),
+        };
+        let issue = profile.issue.as_ref().unwrap().request(profile, "issue", &values).unwrap();
+        assert_eq!(issue.method, "POST");
+        assert_eq!(issue.call, "issue");
+        assert_eq!(issue.profile, "vault-token");
+        assert_eq!(issue.url.as_str(), "https://vault.example.com:8200/v1/auth/token/create");
+        assert_eq!(issue.headers.len(), 1);
+        assert_eq!(issue.headers[0].0, "X-Vault-Token");
+        assert_eq!(issue.headers[0].1.expose_secret(), "admin-token");
+        let body: Value = serde_json::from_str(issue.body.as_ref().unwrap().expose_secret()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"display_name": "rotation-abc", "meta": {"rotation_key": "rotation-abc"}, "no_parent": true})
+        );
+        let test = profile.test.as_ref().unwrap();
+        assert_eq!(test.request(profile, "test", &values).unwrap_err(), RenderError::MissingValue("{value}"));
+        let value = SecretString::from("hvs.tested");
+        let test = test.request(profile, "test", &Values { value: Some(&value), ..values }).unwrap();
+        assert!(test.body.is_none());
+        assert_eq!(test.headers[0].1.expose_secret(), "hvs.tested");
+    }
+
+    #[test]
+    fn missing_values_name_the_placeholder_never_a_value() {
+        let profiles = load(&generated()).unwrap();
+        let profile = profiles.get(None).unwrap();
+        let push = profile.push.as_ref().unwrap();
+        let value = SecretString::from("s3cret-value");
+        let empty = Map::new();
+        let admin = map(serde_json::json!({"username": "admin", "password": "admin-pw"}));
+        let fields = map(serde_json::json!({"username": true}));
+        let render = |fields: &Map<String, Value>, admin: Option<&Map<String, Value>>, value: Option<&SecretString>| {
+            push.request(profile, "push", &Values { key_name: None, version: "v1", key_id: None, value, fields, admin })
+        };
+        assert_eq!(
+            render(&empty, Some(&admin), Some(&value)).unwrap_err(),
+            RenderError::MissingField("username".into())
+        );
+        assert_eq!(
+            render(&fields, Some(&admin), Some(&value)).unwrap_err(),
+            RenderError::MissingField("username".into())
+        );
+        let fields = map(serde_json::json!({"username": "svc"}));
+        assert_eq!(render(&fields, None, Some(&value)).unwrap_err(), RenderError::MissingAdminField("username".into()));
+        let error = render(&fields, Some(&admin), None).unwrap_err();
+        assert_eq!(error, RenderError::MissingValue("{value_rabbitmq_sha256}"));
+        assert!(!error.to_string().contains("svc"));
+    }
+
+    #[test]
+    fn a_header_value_with_cr_or_lf_is_refused() {
+        let profiles = vault();
+        let profile = profiles.get(None).unwrap();
+        let fields = Map::new();
+        for token in ["admin\r\nX-Injected: 1", "admin\n", "admin\0"] {
+            let admin = map(serde_json::json!({ "token": token }));
+            let values = Values {
+                key_name: Some("k"),
+                version: "v1",
+                key_id: None,
+                value: None,
+                fields: &fields,
+                admin: Some(&admin),
+            };
+            let error = profile.issue.as_ref().unwrap().request(profile, "issue", &values).unwrap_err();
+            assert_eq!(error, RenderError::ControlCharacter("X-Vault-Token".into()));
+            assert!(!error.to_string().contains("admin"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_rabbitmq_hash_verifies_and_basic_auth_is_encoded() {
+        let profiles = load(&generated()).unwrap();
+        let profile = profiles.get(None).unwrap();
+        let value = SecretString::from("new-password");
+        let fields = map(serde_json::json!({"username": "svc"}));
+        let admin = map(serde_json::json!({"username": "admin", "password": "pw:1"}));
+        let values = Values {
+            key_name: None,
+            version: "v1",
+            key_id: None,
+            value: Some(&value),
+            fields: &fields,
+            admin: Some(&admin),
+        };
+        let push = profile.push.as_ref().unwrap().request(profile, "push", &values).unwrap();
+        assert_eq!(push.url.as_str(), "https://rabbit.example.com/api/users/svc");
+        let body: Value = serde_json::from_str(push.body.as_ref().unwrap().expose_secret()).unwrap();
+        assert_eq!(body["tags"], serde_json::json!(["svc", 1, null]));
+        let hash = base64::engine::general_purpose::STANDARD.decode(body["password_hash"].as_str().unwrap()).unwrap();
+        assert_eq!(hash.len(), 4 + 32);
+        let (salt, digest) = hash.split_at(4);
+        let mut hasher = Sha256::new();
+        hasher.update(salt);
+        hasher.update(b"new-password");
+        assert_eq!(digest, hasher.finalize().as_slice());
+        // A fresh salt each time.
+        let again = profile.push.as_ref().unwrap().request(profile, "push", &values).unwrap();
+        assert_ne!(again.body.unwrap().expose_secret(), push.body.as_ref().unwrap().expose_secret());
+        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("admin:pw:1"));
+        let auth = push.headers.iter().find(|(n, _)| n == "authorization").unwrap();
+        assert_eq!(auth.1.expose_secret(), expected);
+        // A known vector: salt 908D C60A, "test12" (RabbitMQ's documentation).
+        let known = rabbitmq_sha256_with_salt(&SecretString::from("test12"), [0x90, 0x8d, 0xc6, 0x0a]);
+        assert_eq!(known.expose_secret(), "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR");
+    }
+
+    #[test]
+    fn generated_keys_match_their_format() {
+        for alphabet in [Alphabet::Alphanumeric, Alphabet::Hex, Alphabet::Base64Url] {
+            let format = KeyFormat { length: 40, alphabet, prefix: "sk_".into() };
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..200 {
+                let key = format.generate();
+                assert!(format.matches(key.expose_secret()), "{alphabet:?}");
+                seen.extend(key.expose_secret()[3..].bytes());
+            }
+            // Every character of the alphabet turns up in 7400 draws.
+            assert_eq!(seen.len(), alphabet.characters().len(), "{alphabet:?}");
+        }
+        let format = KeyFormat { length: 20, alphabet: Alphabet::Hex, prefix: "k-".into() };
+        assert!(format.matches("k-0123456789abcdef01"));
+        assert!(!format.matches("k-0123456789abcdef0"), "too short");
+        assert!(!format.matches("x-0123456789abcdef01"), "wrong prefix");
+        assert!(!format.matches("k-0123456789abcdef0G"), "outside the alphabet");
+        assert_ne!(format.generate().expose_secret(), format.generate().expose_secret());
+    }
+
+    #[test]
+    fn key_names_are_stable_and_start_with_the_stem() {
+        let profiles = vault();
+        let profile = profiles.get(None).unwrap();
+        let arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:app-key-AbCdEf";
+        let name = profile.key_name(arn, "version-1");
+        assert_eq!(name, profile.key_name(arn, "version-1"));
+        assert_ne!(name, profile.key_name(arn, "version-2"));
+        let stem = profile.key_name_stem(arn);
+        assert!(name.starts_with(&stem));
+        assert_eq!(stem.len(), "rotation-".len() + 12 + 1);
+        assert_eq!(name.len(), stem.len() + 16);
+        assert!(stem.starts_with("rotation-") && stem.ends_with('-'));
+        assert_eq!(&stem["rotation-".len()..stem.len() - 1], &sha256_hex(arn, 64)[..12]);
+        // SHA-256("abc") starts with ba7816bf8f01cfea.
+        assert_eq!(sha256_hex("abc", 16), "ba7816bf8f01cfea");
+    }
+
+    #[test]
+    fn statuses_map_to_outcomes() {
+        let profiles = vault();
+        let profile = profiles.get(None).unwrap();
+        let test = profile.test.as_ref().unwrap();
+        assert_eq!(test.outcome(200), Outcome::Accepted);
+        assert_eq!(test.outcome(204), Outcome::Unexpected);
+        assert_eq!(test.outcome(401), Outcome::Refused);
+        assert_eq!(test.outcome(403), Outcome::Refused);
+        assert_eq!(test.outcome(404), Outcome::Unexpected);
+        let revoke = profile.revoke.as_ref().unwrap();
+        assert_eq!(revoke.outcome(204), Outcome::Accepted);
+        assert_eq!(revoke.outcome(200), Outcome::Unexpected);
+        assert_eq!(revoke.outcome(400), Outcome::Gone);
+        assert_eq!(revoke.outcome(404), Outcome::Gone);
+        assert_eq!(revoke.outcome(403), Outcome::Unexpected);
+        assert_eq!(revoke.outcome(302), Outcome::Unexpected);
+        // Defaults: any 2xx; refuse 401 and 403 for test; gone 404 for revoke and lookup.
+        let generated = load(&generated()).unwrap();
+        let rabbit = generated.get(None).unwrap();
+        let test = rabbit.test.as_ref().unwrap();
+        for status in [200, 201, 204, 299] {
+            assert_eq!(test.outcome(status), Outcome::Accepted);
+        }
+        assert_eq!(test.outcome(401), Outcome::Refused);
+        assert_eq!(test.outcome(404), Outcome::Unexpected);
+        assert_eq!(rabbit.push.as_ref().unwrap().outcome(401), Outcome::Unexpected);
+    }
+
+    #[test]
+    fn the_issued_key_and_its_id_are_read_by_pointer() {
+        let profiles = vault();
+        let issue = profiles.get(None).unwrap().issue.as_ref().unwrap();
+        let (value, id) = issue.read_issued(br#"{"auth": {"client_token": "hvs.new", "accessor": "acc-9"}}"#).unwrap();
+        assert_eq!(value.expose_secret(), "hvs.new");
+        assert_eq!(id.as_deref(), Some("acc-9"));
+        let (_, numeric) = issue.read_issued(br#"{"auth": {"client_token": "hvs.new", "accessor": 42}}"#).unwrap();
+        assert_eq!(numeric.as_deref(), Some("42"));
+        let no_id = issue.read_issued(br#"{"auth": {"client_token": "hvs.secret-value"}}"#).unwrap_err();
+        assert!(no_id.contains("/auth/accessor") && !no_id.contains("secret-value"), "{no_id}");
+        let no_value = issue.read_issued(br#"{"auth": {"client_token": 7, "accessor": "acc"}}"#).unwrap_err();
+        assert!(no_value.contains("/auth/client_token"), "{no_value}");
+        assert!(issue.read_issued(br#"{"auth": {"client_token": "", "accessor": "a"}}"#).is_err());
+        let not_json = issue.read_issued(b"<html>secret-value</html>").unwrap_err();
+        assert!(not_json.contains("not JSON") && !not_json.contains("secret-value"), "{not_json}");
+    }
+
+    #[test]
+    fn listed_items_with_and_without_lookup() {
+        let profiles = vault();
+        let list = profiles.get(None).unwrap().list.as_ref().unwrap();
+        let items = list.read_items(br#"{"data": {"keys": ["acc-1", "acc-2"]}}"#).unwrap();
+        assert_eq!(items, vec![("acc-1".into(), None), ("acc-2".into(), None)]);
+        assert_eq!(
+            list.read_lookup_name(br#"{"data": {"meta": {"rotation_key": "rotation-abc"}}}"#).as_deref(),
+            Some("rotation-abc")
+        );
+        assert_eq!(list.read_lookup_name(br#"{"data": {"meta": null}}"#), None);
+        assert!(list.read_items(br#"{"data": {}}"#).unwrap_err().contains("/data/keys"));
+        assert!(list.read_items(br#"{"data": {"keys": ["a", {}]}}"#).unwrap_err().contains("item 1"));
+
+        let mut document = example();
+        let list_call = at(&mut document, &format!("{VAULT}/calls/list")).as_object_mut().unwrap();
+        list_call.remove("lookup");
+        list_call.insert("items_pointer".into(), "/keys".into());
+        list_call.insert("item_id_pointer".into(), "/id".into());
+        list_call.insert("name_pointer".into(), "/name".into());
+        let profiles = load(&document).unwrap();
+        let list = profiles.get(None).unwrap().list.as_ref().unwrap();
+        let items = list
+            .read_items(
+                br#"{"keys": [{"id": "k1", "name": "rotation-a"}, {"id": 2, "name": "rotation-b"}, {"id": "k3"}]}"#,
+            )
+            .unwrap();
+        assert_eq!(items, vec![("k1".into(), Some("rotation-a".into())), ("2".into(), Some("rotation-b".into()))]);
+    }
+}

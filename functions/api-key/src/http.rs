@@ -52,6 +52,11 @@ pub struct Response {
 }
 
 impl Response {
+    /// An answer as the client reads it (also for test doubles of the transport).
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Response { status, body: body.into() }
+    }
+
     pub fn body(&self) -> &[u8] {
         &self.body
     }
@@ -390,6 +395,7 @@ impl HttpClient {
             None => Full::new(Bytes::new()),
         };
         let http_request = builder.body(body).map_err(|_| failed("the request cannot be built", false))?;
+        sender.ready().await.map_err(|e| hyper_failure(&e))?;
         let response = sender.send_request(http_request).await.map_err(|e| hyper_failure(&e))?;
         let status = response.status().as_u16();
         let max = self.settings.max_response_bytes;

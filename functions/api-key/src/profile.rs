@@ -510,6 +510,22 @@ impl Call {
         Ok(Request { profile: profile.name.clone(), call: call_name, method: self.method.clone(), url, headers, body })
     }
 
+    /// The call's URL for an error or a log line, placeholders shown by name (`{key_id}`), never
+    /// a value: `scheme://host:port/path`, no query.
+    pub fn url_for_errors(&self, profile: &Profile) -> String {
+        let mut path = String::new();
+        for piece in &self.path.0 {
+            match piece {
+                Piece::Text(text) => path.push_str(text),
+                Piece::Slot(slot) => path.push_str(&slot.to_string()),
+            }
+        }
+        if let Some(query) = path.find(['?', '#']) {
+            path.truncate(query);
+        }
+        format!("{}{path}", crate::http::shown_url(&profile.base_url))
+    }
+
     /// What `status` means for this call: `accept` (default any 2xx), `refuse` (`test`,
     /// default 401 and 403), `gone` (`revoke` and `lookup`, default 404), else unexpected.
     pub fn outcome(&self, status: u16) -> Outcome {
@@ -660,6 +676,8 @@ struct RawProfile {
     propagation_seconds: Option<u64>,
     #[serde(default)]
     generate: Option<RawGenerate>,
+    /// None at all: a `generated` profile of self-issued keys.
+    #[serde(default)]
     calls: Map<String, Value>,
 }
 
@@ -968,7 +986,7 @@ fn parse_profile(name: &str, value: &Value, path: &str, prefixes: &[String]) -> 
             for (present, what) in [(issue.is_some(), "issue"), (test.is_some(), "test"), (revoke.is_some(), "revoke")]
             {
                 if !present {
-                    return Err(format!("{calls}: mode `issued` needs a `{what}` call"));
+                    return Err(format!("{calls}: mode `issued` needs the `{what}` call"));
                 }
             }
             if push.is_some() {
@@ -1337,7 +1355,7 @@ mod tests {
             ),
             (
                 with(|d| drop(at(d, &format!("{VAULT}/calls")).as_object_mut().unwrap().remove("revoke"))),
-                "profiles.vault-token.calls: mode `issued` needs a `revoke` call",
+                "profiles.vault-token.calls: mode `issued` needs the `revoke` call",
             ),
             (
                 with(|d| *at(d, &format!("{VAULT}/mode")) = "generated".into()),
@@ -1472,6 +1490,16 @@ mod tests {
             assert!(problem.contains(expected), "expected `{expected}` in `{problem}`");
         }
         assert_eq!(load(&generated()).unwrap().get(None).unwrap().mode, Mode::Generated);
+        // Self-issued keys need no call at all; mode `issued` does.
+        let bare = with_generated(|d| drop(at(d, "/profiles/rabbit").as_object_mut().unwrap().remove("calls")));
+        let profiles = load(&bare).unwrap();
+        let profile = profiles.get(None).unwrap();
+        assert!(profile.test.is_none() && profile.push.is_none());
+        assert_eq!(profile.generate, KeyFormat { length: 32, alphabet: Alphabet::Hex, prefix: "rk_".into() });
+        let mut issued = bare.clone();
+        *at(&mut issued, "/profiles/rabbit/mode") = "issued".into();
+        drop(at(&mut issued, "/profiles/rabbit").as_object_mut().unwrap().remove("generate"));
+        assert!(problem(&issued).1.contains("profiles.rabbit.calls: mode `issued` needs the `issue` call"));
     }
 
     fn with_generated(change: impl FnOnce(&mut Value)) -> Value {
@@ -1749,6 +1777,22 @@ mod tests {
         assert_eq!(&stem["rotation-".len()..stem.len() - 1], &sha256_hex(arn, 64)[..12]);
         // SHA-256("abc") starts with ba7816bf8f01cfea.
         assert_eq!(sha256_hex("abc", 16), "ba7816bf8f01cfea");
+    }
+
+    #[test]
+    fn the_url_for_errors_names_placeholders_never_values() {
+        let mut document = example();
+        *at(&mut document, &format!("{VAULT}/calls/revoke/path")) = "keys/{key_id}/revoke?force={version}".into();
+        let profiles = load(&document).unwrap();
+        let profile = profiles.get(None).unwrap();
+        assert_eq!(
+            profile.revoke.as_ref().unwrap().url_for_errors(profile),
+            "https://vault.example.com:8200/v1/keys/{key_id}/revoke"
+        );
+        assert_eq!(
+            profile.issue.as_ref().unwrap().url_for_errors(profile),
+            "https://vault.example.com:8200/v1/auth/token/create"
+        );
     }
 
     #[test]

@@ -1097,6 +1097,9 @@ fn parse_call(value: &Value, kind: Kind, path: &str, context: &CallContext<'_>) 
             return Err(format!("{header_path}: is set twice"));
         }
         seen.push(lower);
+        if template.chars().any(char::is_control) {
+            return Err(format!("{header_path}: holds a control character"));
+        }
         headers.push((name.clone(), Template::parse(template).map_err(|e| format!("{header_path}: {e}"))?));
     }
     let basic_auth = match &raw.basic_auth {
@@ -1438,6 +1441,10 @@ mod tests {
             (
                 with(|d| *at(d, &format!("{VAULT}/calls/test/headers/Host")) = "x".into()),
                 "profiles.vault-token.calls.test.headers.Host: is set by the client",
+            ),
+            (
+                with(|d| *at(d, &format!("{VAULT}/calls/test/headers/X-Vault-Token")) = "{value}\r\nX-Other: 1".into()),
+                "profiles.vault-token.calls.test.headers.X-Vault-Token: holds a control character",
             ),
             (
                 with(|d| *at(d, &format!("{VAULT}/calls/rotate")) = serde_json::json!({})),

@@ -1,0 +1,414 @@
+//! Unit tests of the API-key steps over Secrets Manager's in-memory double and an in-memory
+//! provider, with faults injected into every call of either, before and after it takes effect.
+//! Assertions are on what a user sees: which version is `AWSCURRENT`, which keys the provider
+//! accepts, what the error says.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use rotation::testing::{FailWhen, MemoryStore, StoreOp};
+use rotation::{Error, ExposeSecret, Rotator, stage};
+use serde_json::{Value, json};
+
+use crate::http::{Request, Response};
+use crate::profile::Profiles;
+use crate::steps::{ApiKeyRotation, Transport};
+
+const NAME: &str = "prod/partner-api";
+const FIRST: &str = "11111111-1111-4111-8111-111111111111";
+const TOKEN: &str = "22222222-2222-4222-8222-222222222222";
+const SECOND_TOKEN: &str = "33333333-3333-4333-8333-333333333333";
+const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+/// An HTTP service that issues keys, checks them and changes a user's password.
+#[derive(Clone, Default)]
+struct FakeProvider {
+    state: Arc<Mutex<ProviderState>>,
+}
+
+#[derive(Default)]
+struct ProviderState {
+    /// id -> (name, value) of every valid issued key.
+    keys: BTreeMap<String, (String, String)>,
+    next_id: u32,
+    /// user -> password.
+    passwords: BTreeMap<String, String>,
+    calls: usize,
+    /// (nth call from now, when).
+    fault: Option<(usize, FailWhen)>,
+}
+
+impl FakeProvider {
+    fn fail(&self, nth: usize, when: FailWhen) {
+        self.state.lock().unwrap().fault = Some((nth, when));
+    }
+
+    fn valid_keys(&self) -> Vec<String> {
+        self.state.lock().unwrap().keys.values().map(|(_, value)| value.clone()).collect()
+    }
+
+    fn issue_key(&self, name: &str) -> (String, String) {
+        let mut state = self.state.lock().unwrap();
+        state.next_id += 1;
+        let id = format!("id-{}", state.next_id);
+        let value = format!("key-{}-{}", state.next_id, uuid_like(state.next_id));
+        state.keys.insert(id.clone(), (name.to_owned(), value.clone()));
+        (id, value)
+    }
+
+    fn password(&self, user: &str) -> Option<String> {
+        self.state.lock().unwrap().passwords.get(user).cloned()
+    }
+
+    fn set_password(&self, user: &str, password: &str) {
+        self.state.lock().unwrap().passwords.insert(user.to_owned(), password.to_owned());
+    }
+
+    fn header(request: &Request, name: &str) -> Option<String> {
+        request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.expose_secret().to_owned())
+    }
+
+    fn body(request: &Request) -> Value {
+        request.body.as_ref().map(|b| serde_json::from_str(b.expose_secret()).unwrap()).unwrap_or(Value::Null)
+    }
+
+    fn answer(&self, request: &Request) -> (u16, Value) {
+        let path = request.url.path().trim_start_matches("/v1/").to_owned();
+        let mut state = self.state.lock().unwrap();
+        let admin = Self::header(request, "X-Admin") == Some("admin-secret".to_owned());
+        match (request.method.as_str(), path.as_str()) {
+            ("POST", "keys") if admin => {
+                let name = Self::body(request)["name"].as_str().unwrap().to_owned();
+                state.next_id += 1;
+                let id = format!("id-{}", state.next_id);
+                let value = format!("key-{}-{}", state.next_id, uuid_like(state.next_id));
+                state.keys.insert(id.clone(), (name, value.clone()));
+                (200, json!({"data": {"key": value, "id": id}}))
+            }
+            ("GET", "keys") if admin => {
+                let items: Vec<Value> =
+                    state.keys.iter().map(|(id, (name, _))| json!({"id": id, "name": name})).collect();
+                (200, json!({"keys": items}))
+            }
+            ("DELETE", p) if admin && p.starts_with("keys/") => {
+                let id = p.trim_start_matches("keys/");
+                if state.keys.remove(id).is_some() { (204, Value::Null) } else { (404, Value::Null) }
+            }
+            ("GET", "whoami") => {
+                let bearer = Self::header(request, "Authorization").unwrap_or_default();
+                let key = bearer.trim_start_matches("Bearer ");
+                if state.keys.values().any(|(_, value)| value == key) { (200, json!({})) } else { (401, json!({})) }
+            }
+            ("PUT", p) if admin && p.starts_with("users/") => {
+                let user = p.trim_start_matches("users/").to_owned();
+                let password = Self::body(request)["password"].as_str().unwrap().to_owned();
+                state.passwords.insert(user, password);
+                (204, Value::Null)
+            }
+            ("POST", p) if p.starts_with("login/") => {
+                let user = p.trim_start_matches("login/");
+                let password = Self::body(request)["password"].as_str().unwrap_or_default().to_owned();
+                if state.passwords.get(user) == Some(&password) { (200, json!({})) } else { (400, json!({})) }
+            }
+            _ => (403, json!({})),
+        }
+    }
+}
+
+fn uuid_like(n: u32) -> String {
+    format!("{:08x}{:08x}", n.wrapping_mul(2654435761), n.wrapping_mul(40503))
+}
+
+impl Transport for FakeProvider {
+    async fn send(&self, request: &Request) -> Result<Response, Error> {
+        let strike = {
+            let mut state = self.state.lock().unwrap();
+            state.calls += 1;
+            match &mut state.fault {
+                Some((1, when)) => {
+                    let when = *when;
+                    state.fault = None;
+                    Some(when)
+                }
+                Some((nth, _)) => {
+                    *nth -= 1;
+                    None
+                }
+                None => None,
+            }
+        };
+        let lost = || Error::ProviderCall {
+            profile: request.profile.clone(),
+            call: request.call,
+            url: request.url.path().to_owned(),
+            detail: "connection reset (injected)".into(),
+            retryable: true,
+        };
+        if strike == Some(FailWhen::Before) {
+            return Err(lost());
+        }
+        let (status, body) = self.answer(request);
+        if strike == Some(FailWhen::After) {
+            return Err(lost());
+        }
+        let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        Ok(Response::new(status, body))
+    }
+}
+
+fn profiles() -> Profiles {
+    let document = json!({
+        "allowed_url_prefixes": ["https://provider.test/v1/"],
+        "profiles": {
+            "issued": {
+                "mode": "issued",
+                "base_url": "https://provider.test/v1/",
+                "admin_secret": "provider-admin",
+                "calls": {
+                    "issue": {"method": "POST", "path": "keys", "headers": {"X-Admin": "{admin.token}"},
+                              "body": {"name": "{key_name}"}, "accept": [200],
+                              "value_pointer": "/data/key", "id_pointer": "/data/id"},
+                    "test": {"method": "GET", "path": "whoami", "headers": {"Authorization": "Bearer {value}"}},
+                    "revoke": {"method": "DELETE", "path": "keys/{key_id}", "headers": {"X-Admin": "{admin.token}"},
+                               "accept": [204], "gone": [404]},
+                    "list": {"method": "GET", "path": "keys", "headers": {"X-Admin": "{admin.token}"},
+                             "items_pointer": "/keys", "item_id_pointer": "/id", "name_pointer": "/name"}
+                }
+            },
+            "push": {
+                "mode": "generated",
+                "base_url": "https://provider.test/v1/",
+                "admin_secret": "provider-admin",
+                "key_field": "password",
+                "calls": {
+                    "push": {"method": "PUT", "path": "users/{field.username}", "headers": {"X-Admin": "{admin.token}"},
+                             "body": {"password": "{value}"}},
+                    "test": {"method": "POST", "path": "login/{field.username}", "body": {"password": "{value}"},
+                             "refuse": [400]}
+                }
+            },
+            "self-issued": {
+                "mode": "generated",
+                "base_url": "https://provider.test/v1/",
+                "generate": {"length": 32, "alphabet": "hex", "prefix": "sk_"}
+            }
+        }
+    });
+    let text = document.to_string();
+    Profiles::from_lookup(&|name| (name == "API_KEY_PROFILES").then(|| text.clone())).unwrap()
+}
+
+struct Fixture {
+    store: MemoryStore,
+    provider: FakeProvider,
+    rotator: Rotator<MemoryStore, ApiKeyRotation<FakeProvider>>,
+    arn: String,
+}
+
+impl Fixture {
+    fn new(first_value: &Value) -> Self {
+        Self::with_provider(FakeProvider::default(), &first_value.to_string())
+    }
+
+    fn with_provider(provider: FakeProvider, first_text: &str) -> Self {
+        let store = MemoryStore::new();
+        store.create_secret("provider-admin", FIRST, &json!({"token": "admin-secret"}));
+        // Created with a placeholder, then the first value as version FIRST, which may be any text.
+        let arn = store.create_secret(NAME, "00000000-0000-4000-8000-000000000000", &json!({}));
+        store.put_text(&arn, FIRST, first_text, &[stage::CURRENT]);
+        let rotator = Rotator::new(store.clone(), ApiKeyRotation::new(profiles(), provider.clone()));
+        Fixture { store, provider, rotator, arn }
+    }
+
+    /// A secret whose first key the provider issued.
+    fn issued() -> Self {
+        let provider = FakeProvider::default();
+        let (id, value) = provider.issue_key("(made by hand)");
+        let first = json!({"api_key": value, "api_key_id": id, "rotation": {"profile": "issued"}, "owner": "team-a"});
+        Fixture::with_provider(provider, &first.to_string())
+    }
+
+    fn pushed() -> Self {
+        let f =
+            Fixture::new(&json!({"username": "svc", "password": "first-password", "rotation": {"profile": "push"}}));
+        f.provider.set_password("svc", "first-password");
+        f
+    }
+
+    async fn step(&self, step: &str, token: &str) -> Result<(), Error> {
+        self.rotator.handle(json!({"Step": step, "SecretId": self.arn, "ClientRequestToken": token})).await
+    }
+
+    /// Runs the four steps; after a failure, runs the failed step again (Secrets Manager's retry).
+    async fn rotate_with_retries(&self, token: &str) -> Vec<Error> {
+        let mut errors = Vec::new();
+        for step in STEPS {
+            for attempt in 0.. {
+                match self.step(step, token).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        assert!(attempt < 3, "{step} keeps failing: {e}");
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+        errors
+    }
+
+    fn current(&self) -> Value {
+        let version = self.store.version_with(&self.arn, stage::CURRENT).unwrap();
+        self.store.value(&self.arn, &version).unwrap()
+    }
+
+    fn staged_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for label in [stage::CURRENT, stage::PREVIOUS] {
+            if let Some(version) = self.store.version_with(&self.arn, label)
+                && let Some(value) = self.store.value(&self.arn, &version)
+                && let Some(key) = value["api_key"].as_str()
+            {
+                keys.push(key.to_owned());
+            }
+        }
+        keys.sort();
+        keys
+    }
+}
+
+#[tokio::test]
+async fn an_issued_key_rotates_and_only_current_and_previous_stay_valid() {
+    let f = Fixture::issued();
+    for token in [TOKEN, SECOND_TOKEN] {
+        f.store.start_rotation(&f.arn, token);
+        let errors = f.rotate_with_retries(token).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(f.store.version_with(&f.arn, stage::CURRENT).as_deref(), Some(token));
+    }
+    let current = f.current();
+    assert_eq!(current["owner"], "team-a", "other fields are kept");
+    assert!(current["api_key_id"].is_string(), "the provider's id is stored");
+    let mut valid = f.provider.valid_keys();
+    valid.sort();
+    assert_eq!(valid, f.staged_keys(), "the first key fell off AWSPREVIOUS and was revoked");
+}
+
+#[tokio::test]
+async fn a_fault_on_any_provider_call_never_leaves_an_orphan_key() {
+    let mut faults = 0;
+    for when in [FailWhen::Before, FailWhen::After] {
+        for nth in 1..=12 {
+            let f = Fixture::issued();
+            f.store.start_rotation(&f.arn, TOKEN);
+            f.provider.fail(nth, when);
+            f.rotate_with_retries(TOKEN).await;
+            // The next rotation's createSecret reconciles what a lost answer left behind.
+            // A fault the first rotation did not reach strikes in the second.
+            f.store.start_rotation(&f.arn, SECOND_TOKEN);
+            f.rotate_with_retries(SECOND_TOKEN).await;
+            assert_eq!(f.store.version_with(&f.arn, stage::CURRENT).as_deref(), Some(SECOND_TOKEN));
+            let mut valid = f.provider.valid_keys();
+            valid.sort();
+            assert_eq!(valid, f.staged_keys(), "fault {when:?} on provider call {nth}");
+            faults += 1;
+        }
+    }
+    assert_eq!(faults, 24);
+}
+
+#[tokio::test]
+async fn a_fault_on_any_secrets_manager_call_converges() {
+    for when in [FailWhen::Before, FailWhen::After] {
+        for nth in 1..=30 {
+            let f = Fixture::issued();
+            f.store.start_rotation(&f.arn, TOKEN);
+            f.store.fail(StoreOp::Any, nth, when);
+            f.rotate_with_retries(TOKEN).await;
+            assert_eq!(f.store.version_with(&f.arn, stage::CURRENT).as_deref(), Some(TOKEN), "{when:?} {nth}");
+            let current_key = f.current()["api_key"].as_str().unwrap().to_owned();
+            assert!(f.provider.valid_keys().contains(&current_key), "{when:?} {nth}: the current key works");
+            // Orphans (a key issued whose PutSecretValue answer was lost) go at the next createSecret.
+            f.store.start_rotation(&f.arn, SECOND_TOKEN);
+            f.rotate_with_retries(SECOND_TOKEN).await;
+            assert_eq!(f.store.version_with(&f.arn, stage::CURRENT).as_deref(), Some(SECOND_TOKEN));
+            let mut valid = f.provider.valid_keys();
+            valid.sort();
+            assert_eq!(valid, f.staged_keys(), "{when:?} {nth}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pushed_password_changes_and_the_old_one_is_refused() {
+    let f = Fixture::pushed();
+    f.store.start_rotation(&f.arn, TOKEN);
+    assert!(f.rotate_with_retries(TOKEN).await.is_empty());
+    let current = f.current();
+    let new_password = current["password"].as_str().unwrap();
+    assert_ne!(new_password, "first-password");
+    assert_eq!(f.provider.password("svc").as_deref(), Some(new_password));
+    assert_eq!(current["username"], "svc");
+}
+
+#[tokio::test]
+async fn a_push_retried_after_its_answer_was_lost_converges() {
+    for when in [FailWhen::Before, FailWhen::After] {
+        for nth in 1..=6 {
+            let f = Fixture::pushed();
+            f.store.start_rotation(&f.arn, TOKEN);
+            f.provider.fail(nth, when);
+            f.rotate_with_retries(TOKEN).await;
+            let current = f.current();
+            assert_eq!(f.provider.password("svc").as_deref(), current["password"].as_str(), "{when:?} {nth}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_test_without_rotation_passes_on_a_copy_of_the_current_value() {
+    let f = Fixture::pushed();
+    f.store.start_rotation(&f.arn, TOKEN);
+    let current = f.current();
+    f.store.put_value(&f.arn, TOKEN, &current, &[stage::PENDING]);
+    f.step("testSecret", TOKEN).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_self_issued_key_has_the_profiles_format_and_keeps_the_plain_shape() {
+    let f = Fixture::with_provider(FakeProvider::default(), "sk_0123456789abcdef0123456789ab");
+    // The plain string names no profile: three profiles and no default is a clear error.
+    f.store.start_rotation(&f.arn, TOKEN);
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.InvalidSecret", "{err}");
+    assert!(err.to_string().contains("rotation.profile"), "{err}");
+    let f =
+        Fixture::new(&json!({"api_key": "sk_0123456789abcdef0123456789ab", "rotation": {"profile": "self-issued"}}));
+    f.store.start_rotation(&f.arn, TOKEN);
+    assert!(f.rotate_with_retries(TOKEN).await.is_empty());
+    let key = f.current()["api_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sk_") && key.len() == 32, "{}", key.len());
+    assert!(key[3..].chars().all(|c| c.is_ascii_hexdigit()));
+}
+
+#[tokio::test]
+async fn a_secret_missing_what_a_call_needs_is_refused_before_anything_is_stored() {
+    let f = Fixture::new(&json!({"password": "first-password", "rotation": {"profile": "push"}}));
+    f.store.start_rotation(&f.arn, TOKEN);
+    f.step("createSecret", TOKEN).await.unwrap();
+    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.InvalidSecret");
+    assert!(err.to_string().contains("username"), "{err}");
+    assert!(!err.to_string().contains("first-password"));
+    assert!(f.provider.password("svc").is_none(), "nothing was pushed");
+}
+
+#[tokio::test]
+async fn an_unknown_profile_is_named_and_nothing_is_stored() {
+    let f = Fixture::new(&json!({"api_key": "k", "rotation": {"profile": "nope"}}));
+    f.store.start_rotation(&f.arn, TOKEN);
+    let before = f.store.secret(&f.arn);
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.InvalidSecret");
+    assert!(err.to_string().contains("nope"), "{err}");
+    assert_eq!(f.store.secret(&f.arn), before);
+}

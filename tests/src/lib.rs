@@ -2,9 +2,11 @@
 //! (start a rotation on LocalStack, invoke the four steps through the Lambda runtime
 //! API of `cargo lambda watch`) and check the result on a real database.
 //!
-//! `cargo xtask test` starts the services (LocalStack, PostgreSQL, MariaDB, the functions) and passes their addresses in `ROTATION_TEST_*`
+//! `cargo xtask test` starts the services (LocalStack, PostgreSQL, MariaDB, OpenBao, RabbitMQ,
+//! the consumer of self-issued API keys, the functions) and passes their addresses in `ROTATION_TEST_*`
 //! variables. Without them a test fails at once, saying how to run it.
 
+pub mod consumer;
 pub mod redshift_api;
 pub mod scenarios;
 
@@ -50,6 +52,21 @@ pub struct TestEnv {
     /// The loopback port the Redshift function's `AWS_ENDPOINT_URL_REDSHIFT` and
     /// `AWS_ENDPOINT_URL_REDSHIFT_SERVERLESS` point at; the Redshift tests serve it ([`redshift_api`]).
     pub redshift_api_port: u16,
+    /// OpenBao's API over TLS (the test CA), e.g. `https://localhost:45125` (no `/v1`).
+    /// Userpass auth is enabled at `auth/userpass`.
+    pub openbao_url: String,
+    /// OpenBao's root token, also in the secret `rotation-test/openbao-admin` (`{"token": ...}`).
+    pub openbao_root_token: String,
+    /// RabbitMQ's management API over TLS (the test CA), e.g. `https://localhost:45126` (no `/api`).
+    pub rabbitmq_url: String,
+    /// RabbitMQ's administrator, also in the secret `rotation-test/rabbitmq-admin`
+    /// (`{"username": ..., "password": ...}`). There is no `guest` user.
+    pub rabbitmq_admin_user: String,
+    pub rabbitmq_admin_password: String,
+    /// The consumer of self-issued API keys ([`consumer`]), e.g. `http://127.0.0.1:45127/`.
+    pub consumer_url: String,
+    /// The API-key function's profiles document (`API_KEY_PROFILES_FILE`).
+    pub api_key_profiles_path: String,
 }
 
 impl TestEnv {
@@ -77,6 +94,13 @@ impl TestEnv {
             redshift_api_port: var("ROTATION_TEST_REDSHIFT_API_PORT")
                 .parse()
                 .expect("ROTATION_TEST_REDSHIFT_API_PORT is a port"),
+            openbao_url: var("ROTATION_TEST_OPENBAO_URL"),
+            openbao_root_token: var("ROTATION_TEST_OPENBAO_ROOT_TOKEN"),
+            rabbitmq_url: var("ROTATION_TEST_RABBITMQ_URL"),
+            rabbitmq_admin_user: var("ROTATION_TEST_RABBITMQ_ADMIN_USER"),
+            rabbitmq_admin_password: var("ROTATION_TEST_RABBITMQ_ADMIN_PASSWORD"),
+            consumer_url: var("ROTATION_TEST_CONSUMER_URL"),
+            api_key_profiles_path: var("ROTATION_TEST_API_KEY_PROFILES_PATH"),
         }
     }
 
@@ -98,6 +122,13 @@ impl TestEnv {
             ("ROTATION_TEST_MYSQL_LOG", self.mysql_log.clone()),
             ("ROTATION_TEST_FUNCTIONS_LOG", self.functions_log.clone()),
             ("ROTATION_TEST_REDSHIFT_API_PORT", self.redshift_api_port.to_string()),
+            ("ROTATION_TEST_OPENBAO_URL", self.openbao_url.clone()),
+            ("ROTATION_TEST_OPENBAO_ROOT_TOKEN", self.openbao_root_token.clone()),
+            ("ROTATION_TEST_RABBITMQ_URL", self.rabbitmq_url.clone()),
+            ("ROTATION_TEST_RABBITMQ_ADMIN_USER", self.rabbitmq_admin_user.clone()),
+            ("ROTATION_TEST_RABBITMQ_ADMIN_PASSWORD", self.rabbitmq_admin_password.clone()),
+            ("ROTATION_TEST_CONSUMER_URL", self.consumer_url.clone()),
+            ("ROTATION_TEST_API_KEY_PROFILES_PATH", self.api_key_profiles_path.clone()),
         ]
     }
 
@@ -387,6 +418,161 @@ impl TestEnv {
     pub fn mysql_log_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.mysql_log).expect("read the MariaDB general log")).into_owned()
     }
+
+    /// An HTTP client that trusts the test CA alone and returns every status as an answer.
+    /// Blocking: fine for the short calls of a test, also inside an asynchronous test.
+    pub fn https_agent(&self) -> ureq::Agent {
+        https_agent(&self.ca_path)
+    }
+
+    /// One call to OpenBao's API: `path` under `/v1/` (`auth/token/lookup-self`), `token` as
+    /// `X-Vault-Token`, `body` as JSON. The status and the JSON answer (`Null` when empty).
+    /// `method` may be `LIST`, sent as `GET ...?list=true`.
+    pub fn openbao_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let (method, path) = match method {
+            "LIST" => ("GET", format!("{}?list=true", path.trim_start_matches('/'))),
+            other => (other, path.trim_start_matches('/').to_owned()),
+        };
+        let url = format!("{}/v1/{path}", self.openbao_url);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = token {
+            request = request.header("X-Vault-Token", token);
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = request.header("Content-Type", "application/json").body(body).expect("an HTTP request");
+        let mut response = self.https_agent().run(request).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Creates (or replaces) an OpenBao userpass user with the `default` policy.
+    pub fn openbao_create_userpass_user(&self, name: &str, password: &str) {
+        let body = serde_json::json!({ "password": password, "token_policies": "default" });
+        let path = format!("auth/userpass/users/{name}");
+        let (status, answer) = self.openbao_request("POST", &path, Some(&self.openbao_root_token), Some(&body));
+        assert!((200..300).contains(&status), "creating OpenBao user {name}: {status} {answer}");
+    }
+
+    /// Whether the userpass user logs in with `password`. OpenBao answers 400 to a wrong
+    /// password (and to an unknown user); panics on anything but 200 or 400.
+    pub fn openbao_login_userpass(&self, name: &str, password: &str) -> bool {
+        let body = serde_json::json!({ "password": password });
+        match self.openbao_request("POST", &format!("auth/userpass/login/{name}"), None, Some(&body)) {
+            (200, _) => true,
+            (400, _) => false,
+            (status, answer) => panic!("OpenBao login of {name} neither accepted nor refused: {status} {answer}"),
+        }
+    }
+
+    /// Whether `token` is a live OpenBao token (`lookup-self` answers 200; 403 when not).
+    pub fn openbao_token_valid(&self, token: &str) -> bool {
+        match self.openbao_request("GET", "auth/token/lookup-self", Some(token), None) {
+            (200, _) => true,
+            (403 | 401, _) => false,
+            (status, answer) => panic!("OpenBao lookup-self neither accepted nor refused: {status} {answer}"),
+        }
+    }
+
+    /// The live OpenBao tokens whose `meta.rotation_key` starts with `key_name_stem`, as
+    /// (accessor, rotation_key) pairs: what the function issued and has not revoked.
+    pub fn openbao_accessors_named(&self, key_name_stem: &str) -> Vec<(String, String)> {
+        let root = Some(self.openbao_root_token.as_str());
+        let (status, listed) = self.openbao_request("LIST", "auth/token/accessors", root, None);
+        assert_eq!(status, 200, "listing OpenBao's token accessors: {listed}");
+        let mut found = Vec::new();
+        for accessor in listed["data"]["keys"].as_array().into_iter().flatten().filter_map(|a| a.as_str()) {
+            let body = serde_json::json!({ "accessor": accessor });
+            let (status, token) = self.openbao_request("POST", "auth/token/lookup-accessor", root, Some(&body));
+            if status != 200 {
+                continue; // revoked meanwhile
+            }
+            if let Some(name) = token["data"]["meta"]["rotation_key"].as_str()
+                && name.starts_with(key_name_stem)
+            {
+                found.push((accessor.to_owned(), name.to_owned()));
+            }
+        }
+        found
+    }
+
+    /// Creates (or replaces) a RabbitMQ user with `password` and `tags` (comma-separated, e.g.
+    /// `"monitoring"`), with no permissions on any virtual host.
+    pub fn rabbitmq_create_user(&self, name: &str, password: &str, tags: &str) {
+        let url = format!("{}/api/users/{name}", self.rabbitmq_url);
+        let response = self
+            .https_agent()
+            .put(&url)
+            .header("Authorization", basic_auth(&self.rabbitmq_admin_user, &self.rabbitmq_admin_password))
+            .send_json(serde_json::json!({ "password": password, "tags": tags }))
+            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+        assert!(response.status().is_success(), "creating RabbitMQ user {name}: {}", response.status());
+    }
+
+    /// Whether RabbitMQ's management API takes `name` and `password` (`GET /api/whoami`:
+    /// 200, or 401 when refused; panics on anything else).
+    pub fn rabbitmq_logs_in(&self, name: &str, password: &str) -> bool {
+        let url = format!("{}/api/whoami", self.rabbitmq_url);
+        let response = self
+            .https_agent()
+            .get(&url)
+            .header("Authorization", basic_auth(name, password))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        match response.status().as_u16() {
+            200 => true,
+            401 => false,
+            other => panic!("RabbitMQ's whoami for {name} answered {other}"),
+        }
+    }
+}
+
+/// An HTTP client that trusts the CA in `ca_path` (PEM) alone and returns every status as an
+/// answer.
+pub fn https_agent(ca_path: &str) -> ureq::Agent {
+    let pem = std::fs::read(ca_path).unwrap_or_else(|e| panic!("read the test CA {ca_path}: {e}"));
+    let certs = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item.expect("the test CA is PEM") {
+            ureq::tls::PemItem::Certificate(cert) => Some(cert),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_global(Some(Duration::from_secs(15)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// An `Authorization: Basic` value.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}").into_bytes();
+    let mut encoded = String::new();
+    for chunk in input.chunks(3) {
+        let bytes = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                encoded.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    format!("Basic {encoded}")
 }
 
 pub fn quote_ident(name: &str) -> String {

@@ -8,6 +8,7 @@
 //!   binaries and compares every step with its floor (bare Secrets Manager calls and TLS logins).
 //! - `rds-bundle`: refreshes the Amazon RDS certificate bundle (`shared/certs/`) from npm.
 
+mod api_key_profiles;
 mod bench;
 mod certs;
 mod demo;

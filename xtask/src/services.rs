@@ -1,6 +1,8 @@
 //! The local services of a test run or a demo: LocalStack, a private PostgreSQL cluster
 //! with TLS and SCRAM authentication (and, for the tests, more of other PostgreSQL majors),
-//! MariaDB, and `cargo lambda watch` serving the functions.
+//! MariaDB, OpenBao and RabbitMQ (the HTTP services of the API-key function, over TLS with
+//! the test certificate), the consumer of self-issued API keys (`e2e::consumer`, a thread of
+//! this process), and `cargo lambda watch` serving the functions.
 //! Each listens on a free loopback port, keeps its data in one temporary directory, and
 //! is stopped when its guard is dropped.
 
@@ -12,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use e2e::TestEnv;
+use serde_json::json;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+use crate::api_key_profiles::{self, OPENBAO_ADMIN_SECRET, RABBITMQ_ADMIN_SECRET};
 use crate::tools::{self, progress};
 
 /// A loopback port nobody listens on right now.
@@ -86,7 +90,10 @@ pub struct Services {
     pub dir: PathBuf,
     // Dropped in reverse order of start: the functions first, the database last.
     _lambda: Process,
+    _consumer: e2e::consumer::Consumer,
     _localstack: Process,
+    _rabbitmq: RabbitMq,
+    _openbao: Process,
     _mariadb: Process,
     _postgres: Postgres,
     /// Clusters of other PostgreSQL majors, with the same certificates and settings; the tests
@@ -108,6 +115,8 @@ impl Services {
         let cargo_lambda_bin = tools::ensure_cargo_lambda()?;
         let postgres_bin = tools::ensure_postgres()?;
         let mariadb_bin = tools::ensure_mariadb()?;
+        let bao = tools::ensure_openbao()?;
+        let rabbitmq_programs = tools::ensure_rabbitmq()?;
 
         let dir = std::env::temp_dir().join(format!("rotation-services-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -123,7 +132,9 @@ impl Services {
                     scope.spawn(move || start_embedded_postgres(major, dir, certs))
                 })
                 .collect();
-            // On an error here, the clusters above are stopped when the scope joins them.
+            let openbao = scope.spawn(|| OpenBao::start(&bao, &dir, &certs));
+            let rabbitmq = scope.spawn(|| RabbitMq::start(&rabbitmq_programs, &dir, &certs));
+            // On an error here, the services above are stopped when the scope joins them.
             let mut services = Self::start_common(
                 release,
                 &dir,
@@ -132,6 +143,8 @@ impl Services {
                 &mariadb_bin,
                 &localstack_python,
                 &cargo_lambda_bin,
+                openbao,
+                rabbitmq,
             )?;
             for (handle, major) in extra.into_iter().zip(postgres_majors) {
                 let cluster = handle.join().map_err(|_| anyhow!("starting PostgreSQL {major} panicked"))?;
@@ -141,6 +154,7 @@ impl Services {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_common(
         release: bool,
         dir: &Path,
@@ -149,12 +163,29 @@ impl Services {
         mariadb_bin: &Path,
         localstack_python: &Path,
         cargo_lambda_bin: &Path,
+        openbao: std::thread::ScopedJoinHandle<'_, Result<OpenBao>>,
+        rabbitmq: std::thread::ScopedJoinHandle<'_, Result<RabbitMq>>,
     ) -> Result<Self> {
         let dir = dir.to_path_buf();
         let postgres = Postgres::start(postgres_bin, &dir.join("postgres"), certs, None)?;
         let mariadb = MariaDb::start(mariadb_bin, &dir, certs)?;
         let (localstack, aws_endpoint) = start_localstack(localstack_python, &dir)?;
         let lambda_arn = register_placeholder_function(&aws_endpoint)?;
+        let openbao = openbao.join().map_err(|_| anyhow!("starting OpenBao panicked"))??;
+        let rabbitmq = rabbitmq.join().map_err(|_| anyhow!("starting RabbitMQ panicked"))??;
+
+        // The API-key function's admin secrets, its consumer of self-issued keys, its profiles.
+        create_secret(&aws_endpoint, OPENBAO_ADMIN_SECRET, &json!({ "token": openbao.root_token }))?;
+        create_secret(
+            &aws_endpoint,
+            RABBITMQ_ADMIN_SECRET,
+            &json!({ "username": rabbitmq.admin_user, "password": rabbitmq.admin_password }),
+        )?;
+        let consumer = e2e::consumer::Consumer::start(&aws_endpoint).context("starting the API-key consumer")?;
+        progress(&format!("the consumer of self-issued API keys listens on {}", consumer.url()));
+        let profiles_path = dir.join("api-key-profiles.json");
+        let profiles = api_key_profiles::document(&openbao.url, &rabbitmq.url, &consumer.url());
+        std::fs::write(&profiles_path, serde_json::to_string_pretty(&profiles)?)?;
 
         let functions_port = free_port()?;
         let lambda_url = format!("http://127.0.0.1:{functions_port}");
@@ -167,6 +198,7 @@ impl Services {
             &aws_endpoint,
             redshift_api_port,
             &certs.ca,
+            &profiles_path,
             release,
         )?;
 
@@ -186,12 +218,22 @@ impl Services {
             mysql_log: mariadb.log.display().to_string(),
             functions_log: dir.join("functions.log").display().to_string(),
             redshift_api_port,
+            openbao_url: openbao.url.clone(),
+            openbao_root_token: openbao.root_token.clone(),
+            rabbitmq_url: rabbitmq.url.clone(),
+            rabbitmq_admin_user: rabbitmq.admin_user.clone(),
+            rabbitmq_admin_password: rabbitmq.admin_password.clone(),
+            consumer_url: consumer.url(),
+            api_key_profiles_path: profiles_path.display().to_string(),
         };
         Ok(Services {
             env,
             dir,
             _lambda: lambda,
+            _consumer: consumer,
             _localstack: localstack,
+            _rabbitmq: rabbitmq,
+            _openbao: openbao.process,
             _mariadb: mariadb.process,
             _postgres: postgres,
             extra_postgres: Vec::new(),
@@ -275,6 +317,7 @@ fn register_placeholder_function(endpoint: &str) -> Result<String> {
     created["FunctionArn"].as_str().map(str::to_owned).context("LocalStack's CreateFunction returned no FunctionArn")
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_functions(
     cargo_lambda_bin: &Path,
     dir: &Path,
@@ -282,6 +325,7 @@ fn start_functions(
     aws_endpoint: &str,
     redshift_api_port: u16,
     ca: &Path,
+    api_key_profiles: &Path,
     release: bool,
 ) -> Result<Process> {
     let profile: &[&str] = if release { &["--release"] } else { &[] };
@@ -293,6 +337,7 @@ fn start_functions(
     tools::run(
         Command::new(env!("CARGO"))
             .args(["build", "--quiet", "-p", "postgres-rotation", "-p", "mysql-rotation", "-p", "redshift-rotation"])
+            .args(["-p", "api-key-rotation"])
             .args(profile),
         "cargo build",
     )?;
@@ -309,6 +354,11 @@ fn start_functions(
         // search everything the functions can be made to log.
         "AWS_LAMBDA_LOG_LEVEL=trace".into(),
         "RUST_LOG=trace".into(),
+        // The API-key function: its profiles (crate::api_key_profiles), and plain HTTP to the
+        // consumer of self-issued keys on loopback.
+        format!("API_KEY_PROFILES_FILE={}", api_key_profiles.display()),
+        format!("API_KEY_DEFAULT_PROFILE={}", api_key_profiles::DEFAULT_PROFILE),
+        "ALLOW_PLAIN_HTTP_TO_LOOPBACK=true".into(),
     ];
     let mut command = Command::new(cargo_lambda_bin.join("cargo-lambda"));
     command
@@ -560,5 +610,164 @@ impl MariaDb {
             "creating MariaDB's admin user",
         )?;
         Ok(MariaDb { process, port, admin_password, log })
+    }
+}
+
+/// Creates a secret on LocalStack (the admin secrets of the API-key function's profiles).
+fn create_secret(aws_endpoint: &str, name: &str, value: &serde_json::Value) -> Result<()> {
+    e2e::consumer::secrets_manager(
+        aws_endpoint,
+        "CreateSecret",
+        &json!({
+            "Name": name,
+            "SecretString": value.to_string(),
+            "ClientRequestToken": uuid::Uuid::new_v4().to_string(),
+        }),
+    )
+    .map_err(|(status, body)| anyhow!("CreateSecret {name} on LocalStack: {status} {body}"))?;
+    Ok(())
+}
+
+/// A private OpenBao dev server (in-memory, unsealed, a random root token) whose API listens on
+/// a loopback port over TLS with the test certificate for `localhost`; userpass auth enabled.
+struct OpenBao {
+    process: Process,
+    url: String,
+    root_token: String,
+}
+
+impl OpenBao {
+    fn start(bao: &Path, dir: &Path, certs: &crate::certs::TestCertificates) -> Result<Self> {
+        let started = Instant::now();
+        let (port, cluster_port, dev_port) = (free_port()?, free_port()?, free_port()?);
+        progress(&format!("starting OpenBao on localhost:{port} (TLS)"));
+        let root = dir.join("openbao");
+        std::fs::create_dir_all(&root)?;
+        let config = root.join("listener.hcl");
+        // Dev mode adds its own plain-HTTP listener (on dev_port, unused); this one serves TLS.
+        std::fs::write(
+            &config,
+            format!(
+                "listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n  \
+                 tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
+                certs.server_cert.display(),
+                certs.server_key.display()
+            ),
+        )?;
+        let root_token = format!("root-{}", uuid::Uuid::new_v4().simple());
+        let log = root.join("openbao.log");
+        let mut process = Process::spawn(
+            "OpenBao",
+            Command::new(bao)
+                .args(["server", "-dev", "-dev-no-store-token"])
+                .arg(format!("-dev-root-token-id={root_token}"))
+                .arg(format!("-dev-listen-address=127.0.0.1:{dev_port}"))
+                .arg(format!("-config={}", config.display()))
+                .env("HOME", &root)
+                .current_dir(&root),
+            &log,
+        )?;
+        let url = format!("https://localhost:{port}");
+        let agent = e2e::https_agent(&certs.ca.display().to_string());
+        wait_until("OpenBao", Duration::from_secs(60), || {
+            process.exited().with_context(|| format!("see {}", log.display()))?;
+            Ok(agent.get(format!("{url}/v1/sys/health")).call().is_ok_and(|r| r.status() == 200))
+        })?;
+        let response = agent
+            .post(format!("{url}/v1/sys/auth/userpass"))
+            .header("X-Vault-Token", &root_token)
+            .send_json(json!({ "type": "userpass" }))
+            .context("enabling OpenBao's userpass auth")?;
+        if !response.status().is_success() {
+            bail!("enabling OpenBao's userpass auth answered {}", response.status());
+        }
+        progress(&format!("OpenBao is up on {url} ({:.1} s)", started.elapsed().as_secs_f64()));
+        Ok(OpenBao { process, url, root_token })
+    }
+}
+
+/// A private RabbitMQ node: AMQP and Erlang distribution on loopback ports, its own epmd, the
+/// management API over TLS with the test certificate, an administrator with a random password
+/// and no `guest`.
+struct RabbitMq {
+    // Dropped in this order: the node, then its epmd.
+    _server: Process,
+    _epmd: Process,
+    url: String,
+    admin_user: String,
+    admin_password: String,
+}
+
+impl RabbitMq {
+    fn start(programs: &tools::RabbitMqPrograms, dir: &Path, certs: &crate::certs::TestCertificates) -> Result<Self> {
+        let started = Instant::now();
+        let (amqp_port, management_port) = (free_port()?, free_port()?);
+        let (epmd_port, dist_port) = (free_port()?, free_port()?);
+        progress(&format!("starting RabbitMQ (management API on localhost:{management_port}, TLS)"));
+        let root = dir.join("rabbitmq");
+        let home = root.join("home");
+        std::fs::create_dir_all(&home)?;
+        let admin_user = "rotation_admin".to_owned();
+        let admin_password = uuid::Uuid::new_v4().simple().to_string();
+        let config = root.join("rabbitmq.conf");
+        // default_user replaces guest: the node has the administrator alone.
+        std::fs::write(
+            &config,
+            format!(
+                "listeners.tcp.1 = 127.0.0.1:{amqp_port}\n\
+                 management.ssl.ip = 127.0.0.1\nmanagement.ssl.port = {management_port}\n\
+                 management.ssl.certfile = {cert}\nmanagement.ssl.keyfile = {key}\nmanagement.ssl.cacertfile = {ca}\n\
+                 default_user = {admin_user}\ndefault_pass = {admin_password}\n\
+                 default_user_tags.administrator = true\n\
+                 default_permissions.configure = .*\ndefault_permissions.read = .*\ndefault_permissions.write = .*\n",
+                cert = certs.server_cert.display(),
+                key = certs.server_key.display(),
+                ca = certs.ca.display(),
+            ),
+        )?;
+        let plugins = root.join("enabled_plugins");
+        std::fs::write(&plugins, "[rabbitmq_management].\n")?;
+        let epmd_log = root.join("epmd.log");
+        let mut epmd = Process::spawn(
+            "epmd",
+            Command::new(&programs.epmd).args(["-address", "127.0.0.1", "-port", &epmd_port.to_string()]),
+            &epmd_log,
+        )?;
+        wait_until("epmd", Duration::from_secs(10), || {
+            epmd.exited().with_context(|| format!("see {}", epmd_log.display()))?;
+            Ok(port_open(epmd_port))
+        })?;
+        let log = root.join("server.log");
+        let mut server = Process::spawn(
+            "RabbitMQ",
+            Command::new(programs.bin.join("rabbitmq-server"))
+                .current_dir(&root)
+                // The Erlang cookie lives in $HOME.
+                .env("HOME", &home)
+                .env("RABBITMQ_NODENAME", format!("rotation-{}@localhost", std::process::id()))
+                .env("RABBITMQ_MNESIA_BASE", root.join("mnesia"))
+                .env("RABBITMQ_LOG_BASE", root.join("log"))
+                .env("RABBITMQ_CONFIG_FILE", &config)
+                .env("RABBITMQ_ADVANCED_CONFIG_FILE", root.join("advanced.config"))
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
+                .env("RABBITMQ_PLUGINS_EXPAND_DIR", root.join("plugins-expand"))
+                .env("RABBITMQ_FEATURE_FLAGS_FILE", root.join("feature_flags"))
+                .env("RABBITMQ_PID_FILE", root.join("rabbitmq.pid"))
+                .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+                .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}")
+                .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+                .env("ERL_EPMD_PORT", epmd_port.to_string()),
+            &log,
+        )?;
+        let url = format!("https://localhost:{management_port}");
+        let agent = e2e::https_agent(&certs.ca.display().to_string());
+        let whoami = format!("{url}/api/whoami");
+        let authorization = e2e::basic_auth(&admin_user, &admin_password);
+        wait_until("RabbitMQ", Duration::from_secs(90), || {
+            server.exited().with_context(|| format!("see {} and {}", log.display(), root.join("log").display()))?;
+            Ok(agent.get(&whoami).header("Authorization", &authorization).call().is_ok_and(|r| r.status() == 200))
+        })?;
+        progress(&format!("RabbitMQ is up on {url} ({:.1} s)", started.elapsed().as_secs_f64()));
+        Ok(RabbitMq { _server: server, _epmd: epmd, url, admin_user, admin_password })
     }
 }

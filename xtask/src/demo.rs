@@ -19,6 +19,8 @@ pub enum Engine {
     Mysql,
     /// The Redshift function, on the PostgreSQL server standing in for Redshift (md5 passwords).
     Redshift,
+    /// The API-key function, rotating an OpenBao token that OpenBao issues.
+    ApiKey,
 }
 
 impl Engine {
@@ -27,6 +29,7 @@ impl Engine {
             None | Some("postgres") | Some("postgresql") => Some(Engine::Postgres),
             Some("mysql") | Some("mariadb") => Some(Engine::Mysql),
             Some("redshift") => Some(Engine::Redshift),
+            Some("api-key") => Some(Engine::ApiKey),
             Some(_) => None,
         }
     }
@@ -36,12 +39,16 @@ impl Engine {
             Engine::Postgres => "postgres-rotation",
             Engine::Mysql => "mysql-rotation",
             Engine::Redshift => "redshift-rotation",
+            Engine::ApiKey => "api-key-rotation",
         }
     }
 }
 
 pub async fn run(engine: Engine, release: bool) -> Result<ExitCode> {
     let services = Services::start(release)?;
+    if engine == Engine::ApiKey {
+        return run_api_key(services).await;
+    }
     let env = &services.env;
     let client = env.secrets_client();
     let function = engine.function();
@@ -58,6 +65,7 @@ pub async fn run(engine: Engine, release: bool) -> Result<ExitCode> {
             println!("\nMariaDB account '{ROLE}'@'%' on localhost:{} (TLS verify-full)", env.mysql_port);
             ("mariadb", env.mysql_port)
         }
+        Engine::ApiKey => unreachable!("the API-key demo has its own run"),
         Engine::Redshift => {
             env.create_redshift_user(ROLE, &initial_password, "").await;
             println!(
@@ -113,6 +121,7 @@ pub async fn run(engine: Engine, release: bool) -> Result<ExitCode> {
             env.mysql_log_text(),
             "SET PASSWORD = '*".to_owned(),
         ),
+        Engine::ApiKey => unreachable!("the API-key demo has its own run"),
         Engine::Redshift => (
             env.pg_logs_in(ROLE, &new_password).await,
             env.pg_logs_in(ROLE, &initial_password).await,
@@ -131,6 +140,67 @@ pub async fn run(engine: Engine, release: bool) -> Result<ExitCode> {
         yes_no(plain_text_logged)
     );
     if !new_works || old_works || !verifier_sent || plain_text_logged {
+        bail!("the rotation did not have the expected effect");
+    }
+    println!("\nstopping the services");
+    drop(services);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Two rotations of an OpenBao token through the `openbao-token` profile (mode `issued`): OpenBao
+/// issues each new key, and the key that falls off AWSPREVIOUS is revoked.
+async fn run_api_key(services: Services) -> Result<ExitCode> {
+    let env = &services.env;
+    let client = env.secrets_client();
+    let function = Engine::ApiKey.function();
+    let root = env.openbao_root_token.clone();
+    let body = json!({"policies": ["default"], "no_parent": true, "display_name": "demo-first-key"});
+    let (status, created) = env.openbao_request("POST", "auth/token/create", Some(&root), Some(&body));
+    if status != 200 {
+        bail!("OpenBao did not issue the first token: {status}");
+    }
+    let first_key = created["auth"]["client_token"].as_str().unwrap_or_default().to_owned();
+    let first_id = created["auth"]["accessor"].as_str().unwrap_or_default().to_owned();
+    println!("\nOpenBao on {} (HTTPS, verified); a first token, accessor {first_id}", env.openbao_url);
+    let value =
+        json!({"api_key": first_key, "api_key_id": first_id, "rotation": {"profile": "openbao-token"}, "team": "demo"});
+    let secret = create_secret(&client, &format!("demo/api-key/{}", uuid::Uuid::new_v4().simple()), &value).await;
+    println!("secret {secret}, profile openbao-token (mode issued) from {}", env.api_key_profiles_path);
+    show_stages("before", &stages(&client, &secret).await);
+
+    let mut keys = vec![first_key];
+    for round in 1..=2 {
+        let token = start_rotation(env, &client, &secret).await;
+        println!("\nrotation {round}: RotateSecret staged version {token} AWSPENDING; invoking {function}:");
+        for step in STEPS {
+            let started = Instant::now();
+            let result = invoke_step(env, function, step, &secret, &token).await;
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok(()) => println!("  {step:<13} ok      {elapsed:>8.1} ms"),
+                Err(e) => {
+                    println!("  {step:<13} FAILED  {elapsed:>8.1} ms  {}: {}", e.error_type, e.message);
+                    bail!("the rotation failed; logs are in {}", services.dir.display());
+                }
+            }
+        }
+        let current = secret_value(&client, &secret, None, "AWSCURRENT").await;
+        keys.push(current["api_key"].as_str().unwrap_or_default().to_owned());
+        println!("  new key {}, id {}", masked(keys.last().unwrap()), current["api_key_id"].as_str().unwrap_or("none"));
+        show_stages("after", &stages(&client, &secret).await);
+    }
+    println!();
+    let mut as_expected = true;
+    for (key, (which, expected)) in keys.iter().zip([
+        ("first key (fell off AWSPREVIOUS)", false),
+        ("AWSPREVIOUS key", true),
+        ("AWSCURRENT key", true),
+    ]) {
+        let valid = env.openbao_token_valid(key);
+        as_expected &= valid == expected;
+        println!("{which:<34} {}: {}", masked(key), if valid { "valid at OpenBao" } else { "revoked (403)" });
+    }
+    if !as_expected {
         bail!("the rotation did not have the expected effect");
     }
     println!("\nstopping the services");

@@ -1,6 +1,6 @@
 //! `cargo xtask <command>`: the developer commands of this repository.
 //!
-//! - `demo [postgres | mysql | redshift] [--release]`: installs what is missing, starts LocalStack and the databases,
+//! - `demo [postgres | mysql | redshift | api-key] [--release]`: installs what is missing, starts LocalStack and the databases,
 //!   rotates a real password through the Lambda binary and shows what happened.
 //! - `test`: starts the services, runs every test (unit and end to end), stops the services.
 //! - `services`: starts the services and waits, printing the variables the tests read.
@@ -24,7 +24,7 @@ use anyhow::Result;
 use services::Services;
 use tools::progress;
 
-const USAGE: &str = "usage: cargo xtask <demo [postgres | mysql | redshift] [--release] | test [-- <cargo test arguments>] | services | bench [--check] [--secrets N] [--json PATH] | rds-bundle>";
+const USAGE: &str = "usage: cargo xtask <demo [postgres | mysql | redshift | api-key] [--release] | test [-- <cargo test arguments>] | services | bench [--check] [--secrets N] [--json PATH] | rds-bundle>";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
             match demo::Engine::parse(engine) {
                 Some(engine) => demo::run(engine, release).await,
                 None => {
-                    eprintln!("usage: cargo xtask demo [postgres | mysql | redshift] [--release]");
+                    eprintln!("usage: cargo xtask demo [postgres | mysql | redshift | api-key] [--release]");
                     return ExitCode::from(2);
                 }
             }

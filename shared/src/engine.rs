@@ -134,6 +134,18 @@ pub struct Rotator<S, R> {
     rotation: R,
 }
 
+/// Who runs a step, which decides how the guard reads the secret's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invoker {
+    /// Secrets Manager (or a test playing it): rotation must be enabled, and `RotateSecret` has
+    /// already staged the token's version `AWSPENDING`.
+    SecretsManager,
+    /// An operator running the steps locally (the `rotation` command): the secret may have no
+    /// rotation configured, and `createSecret` may name a token no version has yet, which its
+    /// `PutSecretValue` then creates, provided no other version is staged `AWSPENDING`.
+    Operator,
+}
+
 /// What the guard found before a step.
 enum Guard {
     /// The token is already `AWSCURRENT`: the rotation is complete.
@@ -196,9 +208,14 @@ impl<S: SecretStore, R: Rotation> Rotator<S, R> {
         .await
     }
 
-    /// The guard, then the step.
+    /// The guard, then the step, as Secrets Manager invokes it.
     pub async fn run_step(&self, event: &RotationEvent) -> Result<(), Error> {
-        match self.guard(event).await? {
+        self.run_step_as(event, Invoker::SecretsManager).await
+    }
+
+    /// The guard, then the step, for `invoker`.
+    pub async fn run_step_as(&self, event: &RotationEvent, invoker: Invoker) -> Result<(), Error> {
+        match self.guard(event, invoker).await? {
             Guard::AlreadyCurrent(versions) => {
                 if event.step == Step::Finish {
                     let step = StepContext { store: &self.store, event, versions: &versions };
@@ -223,12 +240,22 @@ impl<S: SecretStore, R: Rotation> Rotator<S, R> {
     }
 
     /// The checks AWS's templates make before every step.
-    async fn guard(&self, event: &RotationEvent) -> Result<Guard, Error> {
+    async fn guard(&self, event: &RotationEvent, invoker: Invoker) -> Result<Guard, Error> {
         let versions = self.store.describe(&event.secret_id).await?;
-        if !versions.rotation_enabled {
+        if invoker == Invoker::SecretsManager && !versions.rotation_enabled {
             return Err(Error::RotationDisabled { secret: event.secret_id.clone() });
         }
         let Some(labels) = versions.stages.get(&event.token) else {
+            if invoker == Invoker::Operator && event.step == Step::Create {
+                if let Some(other) = versions.version_with(stage::PENDING) {
+                    return Err(Error::NotPending {
+                        secret: event.secret_id.clone(),
+                        token: event.token.clone(),
+                        stages: format!("none; version {other} is staged AWSPENDING: a rotation is in progress"),
+                    });
+                }
+                return Ok(Guard::Pending(versions));
+            }
             return Err(Error::UnknownVersion { secret: event.secret_id.clone(), token: event.token.clone() });
         };
         if versions.has_stage(&event.token, stage::CURRENT) {

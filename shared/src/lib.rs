@@ -26,7 +26,7 @@ mod store;
 mod tls;
 
 pub use config::{ConnectSettings, seconds};
-pub use engine::{Rotation, Rotator, StepContext};
+pub use engine::{Invoker, Rotation, Rotator, StepContext};
 pub use error::{Error, SecretProblem, shown, with_causes};
 pub use event::{RotationEvent, Step};
 pub use lambda::serve;

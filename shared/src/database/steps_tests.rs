@@ -1109,3 +1109,39 @@ async fn test_secret_on_a_copy_of_the_current_version_tests_the_login_only() {
     let err = f.step("testSecret", TOKEN).await.unwrap_err();
     assert_eq!(err.kind(), "PendingPasswordRejected", "a copy that does not log in still fails");
 }
+
+/// An operator's local run (`Invoker::Operator`): no rotation configured, and `createSecret`
+/// creates the token's version itself.
+async fn step_as_operator(f: &Fixture, step: &str, token: &str) -> Result<(), Error> {
+    let event = crate::RotationEvent::from_json(json!({"Step": step, "SecretId": f.arn, "ClientRequestToken": token}))?;
+    f.rotator.run_step_as(&event, crate::Invoker::Operator).await
+}
+
+#[tokio::test]
+async fn an_operator_rotates_a_secret_with_no_rotation_configured() {
+    let f = Fixture::not_rotating();
+    for step in STEPS {
+        step_as_operator(&f, step, TOKEN).await.unwrap_or_else(|e| panic!("{step}: {e}"));
+    }
+    assert_eq!(f.version_with(stage::CURRENT).as_deref(), Some(TOKEN));
+    assert_eq!(f.version_with(stage::PREVIOUS).as_deref(), Some(FIRST));
+    assert!(f.version_with(stage::PENDING).is_none());
+    assert_eq!(f.db.password(USER).as_deref(), f.value(TOKEN)["password"].as_str());
+    // Secrets Manager's own invocations still need rotation enabled.
+    let err = f.step("createSecret", "44444444-4444-4444-8444-444444444444").await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.RotationDisabled");
+}
+
+#[tokio::test]
+async fn an_operator_run_refuses_to_start_beside_a_rotation_in_progress() {
+    let f = Fixture::rotating();
+    let before = f.state();
+    let err = step_as_operator(&f, "createSecret", "44444444-4444-4444-8444-444444444444").await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.VersionNotPending");
+    assert!(err.to_string().contains("a rotation is in progress"), "{err}");
+    assert!(err.to_string().contains(TOKEN), "names the pending version: {err}");
+    assert_eq!(f.state(), before);
+    // The other steps need a version staged AWSPENDING, for operators too.
+    let err = step_as_operator(&f, "setSecret", "44444444-4444-4444-8444-444444444444").await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.UnknownVersion");
+}

@@ -9,6 +9,7 @@ use std::time::Instant;
 use secrecy::SecretString;
 use tracing::{Instrument, error, info, info_span};
 
+use crate::check::Report;
 use crate::{Error, RotationEvent, SecretStore, SecretVersions, Step, stage};
 
 /// What one kind of credential adds to the four steps. The engine has already checked that the
@@ -32,6 +33,17 @@ pub trait Rotation: Send + Sync + 'static {
 
     /// `testSecret`: prove the pending value works.
     fn test_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The preflight of what this kind adds (the secret parses for it, the target answers, the
+    /// credentials work...), appended to `report`. Read-only: it changes nothing anywhere.
+    fn check<S: SecretStore>(
+        &self,
+        secret: &CheckContext<'_, S>,
+        report: &mut Report,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (secret, report);
+        async {}
+    }
 
     /// `finishSecret`, before `AWSCURRENT` moves to the token: the version staged `AWSPREVIOUS`
     /// now is about to lose that label (for example, revoke its key).
@@ -128,6 +140,13 @@ impl<S: SecretStore> StepContext<'_, S> {
     }
 }
 
+/// What a preflight check works with: the secret's id and versions, and the store.
+pub struct CheckContext<'a, S> {
+    pub store: &'a S,
+    pub secret_id: &'a str,
+    pub versions: &'a SecretVersions,
+}
+
 /// Runs the four steps of one kind of rotation against Secrets Manager (or a double).
 pub struct Rotator<S, R> {
     store: S,
@@ -206,6 +225,29 @@ impl<S: SecretStore, R: Rotation> Rotator<S, R> {
         }
         .instrument(span)
         .await
+    }
+
+    /// The preflight check of `secret_id`: what the engine needs of Secrets Manager, then what
+    /// the kind of rotation needs ([`Rotation::check`]). Changes nothing.
+    pub async fn check(&self, secret_id: &str) -> Report {
+        let mut report = Report::new(secret_id, R::LABEL);
+        let versions = match self.store.describe(secret_id).await {
+            Ok(versions) => {
+                report.passed("secret.describe", "DescribeSecret answers");
+                versions
+            }
+            Err(error) => {
+                report.failed(
+                    "secret.describe",
+                    format!("DescribeSecret failed: {error}"),
+                    "check that the secret exists and that the role may call secretsmanager:DescribeSecret on it",
+                );
+                return report;
+            }
+        };
+        let secret = CheckContext { store: &self.store, secret_id, versions: &versions };
+        self.rotation.check(&secret, &mut report).await;
+        report
     }
 
     /// The guard, then the step, as Secrets Manager invokes it.

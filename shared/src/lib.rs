@@ -11,6 +11,7 @@
 //!   strategies, the credential cascade). A database function implements [`Target`] and calls
 //!   [`database::run`]; the API-key function implements [`Rotation`] itself.
 
+pub mod check;
 mod config;
 pub mod database;
 pub mod deadline;
@@ -26,7 +27,7 @@ mod store;
 mod tls;
 
 pub use config::{ConnectSettings, seconds};
-pub use engine::{Invoker, Rotation, Rotator, StepContext};
+pub use engine::{CheckContext, Invoker, Rotation, Rotator, StepContext};
 pub use error::{Error, SecretProblem, shown, with_causes};
 pub use event::{RotationEvent, Step};
 pub use lambda::serve;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use secrecy::SecretString;
 use tracing::{Instrument, error, info, info_span};
 
-use crate::check::Report;
+use crate::check::{Report, Status};
 use crate::{Error, RotationEvent, SecretStore, SecretVersions, Step, stage};
 
 /// What one kind of credential adds to the four steps. The engine has already checked that the
@@ -178,8 +178,62 @@ impl<S: SecretStore, R: Rotation> Rotator<S, R> {
         Rotator { store, rotation }
     }
 
+    /// Answers an event: a rotation step (answered `null`) or an operator's
+    /// `{"Action": "check", "SecretId": "..."}` (answered with the [`Report`]), with one log span
+    /// around it.
+    pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, Error> {
+        match crate::event::check_request(&event) {
+            None => self.handle_step(event).await.map(|()| serde_json::Value::Null),
+            Some(Err(e)) => {
+                error!(error = %e, error_type = %e.error_type(), "rejected the check event");
+                Err(e)
+            }
+            Some(Ok(secret_id)) => Ok(self.handle_check(&secret_id).await),
+        }
+    }
+
+    /// The preflight check, as the function answers it: one log line with the counts, no value.
+    async fn handle_check(&self, secret_id: &str) -> serde_json::Value {
+        let started = Instant::now();
+        let span = info_span!("preflight_check", secret_id = %crate::error::shown(secret_id), engine = R::LABEL);
+        async {
+            let report = match crate::deadline::remaining() {
+                Some(left) => match tokio::time::timeout(left, self.check(secret_id)).await {
+                    Ok(report) => report,
+                    Err(_) => {
+                        let mut report = Report::new(secret_id, R::LABEL);
+                        report.failed(
+                            "check.deadline",
+                            "the check did not finish before the invocation's deadline: a login, statement or \
+                             call was still waiting",
+                            "raise the function's timeout or lower CONNECT_TIMEOUT_SECONDS / \
+                             STATEMENT_TIMEOUT_SECONDS / REQUEST_TIMEOUT_SECONDS",
+                        );
+                        report
+                    }
+                },
+                None => self.check(secret_id).await,
+            };
+            let count = |status| report.checks.iter().filter(|c| c.status == status).count();
+            let failed_checks: Vec<&str> =
+                report.checks.iter().filter(|c| c.status == Status::Failed).map(|c| c.name.as_str()).collect();
+            info!(
+                duration_ms = started.elapsed().as_millis() as u64,
+                outcome = if report.passed { "passed" } else { "failed" },
+                passed = count(Status::Passed),
+                failed = count(Status::Failed),
+                skipped = count(Status::Skipped),
+                failed_checks = %failed_checks.join(","),
+                "check finished"
+            );
+            serde_json::to_value(&report).expect("a report serializes")
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Runs the step an event asks for, with one log span around it.
-    pub async fn handle(&self, event: serde_json::Value) -> Result<(), Error> {
+    async fn handle_step(&self, event: serde_json::Value) -> Result<(), Error> {
         let started = Instant::now();
         let event = match RotationEvent::from_json(event) {
             Ok(event) => event,

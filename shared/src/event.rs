@@ -121,6 +121,37 @@ impl RotationEvent {
     }
 }
 
+/// The operator's preflight request, `{"Action": "check", "SecretId": "..."}`: `None` when the
+/// event names no `Action` (a rotation step), else the secret to check or the error naming the
+/// field that is wrong. No value is echoed.
+pub fn check_request(value: &serde_json::Value) -> Option<Result<String, Error>> {
+    let fields = value.as_object()?;
+    let action = fields.get("Action")?;
+    Some(match action {
+        serde_json::Value::String(action) if action == "check" => match fields.get("SecretId") {
+            None => Err(Error::InvalidEvent("missing field `SecretId` (the secret to check)".into())),
+            Some(serde_json::Value::String(id)) if id.is_empty() => {
+                Err(Error::InvalidEvent("field `SecretId` is empty".into()))
+            }
+            Some(serde_json::Value::String(id)) if id.chars().count() > MAX_SECRET_ID_CHARS => {
+                Err(Error::InvalidEvent(format!(
+                    "field `SecretId` is {} characters long; Secrets Manager accepts at most {MAX_SECRET_ID_CHARS}",
+                    id.chars().count()
+                )))
+            }
+            Some(serde_json::Value::String(id)) if id.chars().any(char::is_control) => {
+                Err(Error::InvalidEvent("field `SecretId` holds a control character".into()))
+            }
+            Some(serde_json::Value::String(id)) => Ok(id.clone()),
+            Some(_) => Err(Error::InvalidEvent("field `SecretId` must be a string".into())),
+        },
+        serde_json::Value::String(_) => {
+            Err(Error::InvalidEvent("field `Action` names an unknown action: the only action is `check`".into()))
+        }
+        _ => Err(Error::InvalidEvent("field `Action` must be the string `check`".into())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +200,21 @@ mod tests {
         assert_eq!(err.to_string(), "invalid rotation event: missing field `Step`");
         let err = RotationEvent::from_json(json!("createSecret")).unwrap_err();
         assert!(err.to_string().starts_with("invalid rotation event: expected a JSON object"));
+    }
+
+    #[test]
+    fn reads_a_check_request_and_names_the_wrong_field() {
+        assert!(check_request(&json!({"Step": "createSecret", "SecretId": "s"})).is_none());
+        assert_eq!(check_request(&json!({"Action": "check", "SecretId": "prod/db"})).unwrap().unwrap(), "prod/db");
+        let err = check_request(&json!({"Action": "check"})).unwrap().unwrap_err();
+        assert_eq!(err.error_type(), "Permanent.InvalidEvent");
+        assert!(err.to_string().contains("`SecretId`"), "{err}");
+        let err = check_request(&json!({"Action": "rotate-now-secret-value", "SecretId": "s"})).unwrap().unwrap_err();
+        assert!(err.to_string().contains("`Action`") && !err.to_string().contains("rotate-now"), "{err}");
+        let err = check_request(&json!({"Action": 7, "SecretId": "s"})).unwrap().unwrap_err();
+        assert!(err.to_string().contains("`Action`"), "{err}");
+        let err = check_request(&json!({"Action": "check", "SecretId": ["s"]})).unwrap().unwrap_err();
+        assert!(err.to_string().contains("`SecretId` must be a string"), "{err}");
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl Fixture {
     }
 
     async fn step(&self, step: &str, token: &str) -> Result<(), Error> {
-        self.rotator.handle(json!({"Step": step, "SecretId": self.arn, "ClientRequestToken": token})).await
+        self.rotator.handle(json!({"Step": step, "SecretId": self.arn, "ClientRequestToken": token})).await.map(|_| ())
     }
 
     /// Runs the four steps; after a failure, runs the failed step again (Secrets Manager's retry).

@@ -84,7 +84,7 @@ impl Fixture {
     }
 
     async fn step(&self, step: &str, token: &str) -> Result<(), Error> {
-        self.rotator.handle(self.event(step, token)).await
+        self.rotator.handle(self.event(step, token)).await.map(|_| ())
     }
 
     /// The four steps in order, stopping at the first error, as Secrets Manager runs them.

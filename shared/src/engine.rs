@@ -285,20 +285,61 @@ impl<S: SecretStore, R: Rotation> Rotator<S, R> {
     /// the kind of rotation needs ([`Rotation::check`]). Changes nothing.
     pub async fn check(&self, secret_id: &str) -> Report {
         let mut report = Report::new(secret_id, R::LABEL);
+        let shown_id = crate::error::shown(secret_id);
         let versions = match self.store.describe(secret_id).await {
             Ok(versions) => {
-                report.passed("secret.describe", "DescribeSecret answers");
+                report.passed("secret.describe", format!("DescribeSecret answers for {shown_id}"));
                 versions
             }
             Err(error) => {
                 report.failed(
                     "secret.describe",
                     format!("DescribeSecret failed: {error}"),
-                    "check that the secret exists and that the role may call secretsmanager:DescribeSecret on it",
+                    secrets_manager_fix(&error, "DescribeSecret", &shown_id)
+                        .unwrap_or_else(|| "check that the secret exists and that the role may call secretsmanager:DescribeSecret on it".into()),
                 );
                 return report;
             }
         };
+        let arn = crate::error::shown(versions.arn.as_deref().unwrap_or(secret_id));
+        check_rotation_state(&versions, &arn, &mut report);
+        check_pending(&versions, &arn, &mut report);
+        let readable = match self.store.get_value(secret_id, None, stage::CURRENT).await {
+            Ok(Some(_)) => {
+                report.passed("secret.readable", "GetSecretValue of AWSCURRENT answers a value");
+                true
+            }
+            Ok(None) => {
+                report.failed(
+                    "secret.readable",
+                    "the secret has no AWSCURRENT value",
+                    format!("store the credentials: aws secretsmanager put-secret-value --secret-id {arn} --secret-string file://secret.json"),
+                );
+                false
+            }
+            Err(error) => {
+                let fix = secrets_manager_fix(&error, "GetSecretValue", &arn).unwrap_or_else(|| {
+                    "run the check again; if it keeps failing, check the function's network path to Secrets Manager \
+                     (VPC endpoint or NAT)"
+                        .into()
+                });
+                report.failed("secret.readable", format!("GetSecretValue of AWSCURRENT failed: {error}"), fix);
+                false
+            }
+        };
+        report.skipped(
+            "secret.writable",
+            "PutSecretValue and UpdateSecretVersionStage have no dry run, so the check cannot prove the role \
+             may call them without changing the secret: the role needs secretsmanager:PutSecretValue and \
+             secretsmanager:UpdateSecretVersionStage on it (and GetRandomPassword for database secrets)",
+        );
+        if !readable {
+            report.skipped(
+                "credential",
+                format!("the {} checks need the AWSCURRENT value, which cannot be read", R::LABEL),
+            );
+            return report;
+        }
         let secret = CheckContext { store: &self.store, secret_id, versions: &versions };
         self.rotation.check(&secret, &mut report).await;
         report
@@ -365,6 +406,110 @@ impl<S: SecretStore, R: Rotation> Rotator<S, R> {
     }
 }
 
+/// `rotation.enabled`: whether and when Secrets Manager rotates the secret, and with which function.
+fn check_rotation_state(versions: &SecretVersions, arn: &str, report: &mut Report) {
+    let schedule = versions.rotation_schedule.as_deref().unwrap_or("no schedule");
+    let function = versions.rotation_lambda_arn.as_deref().map(crate::error::shown);
+    let mut detail = format!("schedule: {schedule}; rotation function: {}", function.as_deref().unwrap_or("none"));
+    if let Some(last) = &versions.last_rotated {
+        detail.push_str(&format!("; last rotated {last}"));
+    }
+    if let Some(next) = &versions.next_rotation {
+        detail.push_str(&format!("; next rotation {next}"));
+    }
+    if versions.rotation_enabled {
+        report.passed("rotation.enabled", format!("rotation is enabled ({detail})"));
+    } else {
+        report.skipped(
+            "rotation.enabled",
+            format!(
+                "rotation is not enabled ({detail}): Secrets Manager will not rotate the secret until \
+                 `aws secretsmanager rotate-secret --secret-id {arn} --rotation-lambda-arn <this function> \
+                 --rotation-rules ...` configures it; the checks below prove what a rotation would need"
+            ),
+        );
+    }
+    // The function that answers the check is the one named in the secret, or the scheduled
+    // rotation runs elsewhere (another function, another network, another role).
+    if let (Some(configured), Ok(name)) = (&versions.rotation_lambda_arn, std::env::var("AWS_LAMBDA_FUNCTION_NAME")) {
+        if function_matches(configured, &name) {
+            report.passed(
+                "rotation.function",
+                format!("the secret names this function ({})", crate::error::shown(&name)),
+            );
+        } else {
+            report.failed(
+                "rotation.function",
+                format!(
+                    "the secret is rotated by {}, not by this function ({}): this check proves nothing about that one",
+                    crate::error::shown(configured),
+                    crate::error::shown(&name)
+                ),
+                "invoke the check on the function the secret names, or point the secret at this one with \
+                 `aws secretsmanager rotate-secret --rotation-lambda-arn`",
+            );
+        }
+    }
+}
+
+/// Whether a rotation function ARN (or name) names the function `name`.
+fn function_matches(configured: &str, name: &str) -> bool {
+    let configured_name = match configured.split_once(":function:") {
+        Some((_, rest)) => rest.split(':').next().unwrap_or(rest),
+        None => configured,
+    };
+    configured_name == name || configured == name
+}
+
+/// `rotation.pending`: a version staged `AWSPENDING` that is not `AWSCURRENT` is a rotation in
+/// progress, or one that stopped and blocks the next.
+fn check_pending(versions: &SecretVersions, arn: &str, report: &mut Report) {
+    match versions.version_with(stage::PENDING) {
+        None => report.passed("rotation.pending", "no version is staged AWSPENDING: no rotation is under way"),
+        Some(version) if versions.has_stage(version, stage::CURRENT) => report.passed(
+            "rotation.pending",
+            "AWSPENDING is left on the AWSCURRENT version (a finished rotation): the next finishSecret removes it",
+        ),
+        Some(version) => {
+            let version = crate::error::shown(version);
+            report.failed(
+                "rotation.pending",
+                format!(
+                    "version {version} is staged AWSPENDING and is not AWSCURRENT: a rotation is in progress, \
+                     or it stopped and blocks the next one"
+                ),
+                format!(
+                    "if no rotation is running, finish it (`rotation resume`) or abandon it (`rotation cancel`, or \
+                     `aws secretsmanager update-secret-version-stage --secret-id {arn} --version-stage AWSPENDING \
+                     --remove-from-version-id {version}`)"
+                ),
+            )
+        }
+    }
+}
+
+/// The fix for a refused Secrets Manager call: the permission it needs.
+pub(crate) fn secrets_manager_fix(error: &Error, operation: &str, resource: &str) -> Option<String> {
+    let Error::SecretsManager { detail, .. } = error else {
+        return None;
+    };
+    if detail.contains("AccessDenied") {
+        Some(format!(
+            "the role may not call secretsmanager:{operation} on {resource}: allow it in the function's role \
+             (and in the secret's resource policy, if it has one)"
+        ))
+    } else if detail.contains("KMS") || detail.contains("Decrypt") {
+        Some(format!(
+            "the role may not decrypt {resource} with its KMS key: allow kms:Decrypt on the key (and \
+             kms:GenerateDataKey, for the rotation's writes)"
+        ))
+    } else if detail.contains("ResourceNotFound") {
+        Some(format!("no secret {resource} exists in this account and region: check the id"))
+    } else {
+        None
+    }
+}
+
 /// Makes the token `AWSCURRENT` and takes `AWSPENDING` off it.
 async fn finish_secret<S: SecretStore>(step: &StepContext<'_, S>) -> Result<(), Error> {
     let event = step.event;
@@ -391,4 +536,19 @@ async fn remove_leftover_pending<S: SecretStore>(step: &StepContext<'_, S>) -> R
         info!("removed AWSPENDING from the current version");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::function_matches;
+
+    #[test]
+    fn a_rotation_function_arn_names_a_function_by_its_name() {
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:pg-rotation";
+        assert!(function_matches(arn, "pg-rotation"));
+        assert!(function_matches(&format!("{arn}:live"), "pg-rotation"));
+        assert!(function_matches("pg-rotation", "pg-rotation"));
+        assert!(!function_matches(arn, "pg-rotation-2"));
+        assert!(!function_matches("arn:aws:lambda:eu-west-1:123456789012:function:other", "pg-rotation"));
+    }
 }

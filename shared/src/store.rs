@@ -16,6 +16,15 @@ pub struct SecretVersions {
     pub rotation_enabled: bool,
     /// Version id -> staging labels.
     pub stages: HashMap<String, Vec<String>>,
+    /// The rotation function's ARN, when one is configured.
+    pub rotation_lambda_arn: Option<String>,
+    /// The rotation schedule, for people: `rate(10 days)`, `cron(...)` or `every 30 days`, and
+    /// the rotation window (`within 2h`) when one is set.
+    pub rotation_schedule: Option<String>,
+    /// When the secret was last rotated (RFC 3339).
+    pub last_rotated: Option<String>,
+    /// When Secrets Manager will next rotate it (RFC 3339).
+    pub next_rotation: Option<String>,
 }
 
 impl SecretVersions {
@@ -139,10 +148,27 @@ impl SecretStore for SecretsManager {
             .send()
             .await
             .map_err(|e| sdk_error("DescribeSecret", secret_id, e))?;
+        let date = |d: Option<&aws_sdk_secretsmanager::primitives::DateTime>| {
+            d.and_then(|d| d.fmt(aws_sdk_secretsmanager::primitives::DateTimeFormat::DateTime).ok())
+        };
         Ok(SecretVersions {
             arn: out.arn().map(str::to_owned),
             rotation_enabled: out.rotation_enabled().unwrap_or(false),
             stages: out.version_ids_to_stages().cloned().unwrap_or_default(),
+            rotation_lambda_arn: out.rotation_lambda_arn().map(str::to_owned),
+            rotation_schedule: out.rotation_rules().and_then(|rules| {
+                let schedule = match (rules.schedule_expression(), rules.automatically_after_days()) {
+                    (Some(expression), _) => expression.to_owned(),
+                    (None, Some(days)) => format!("every {days} days"),
+                    (None, None) => return None,
+                };
+                Some(match rules.duration() {
+                    Some(window) => format!("{schedule}, within {window}"),
+                    None => schedule,
+                })
+            }),
+            last_rotated: date(out.last_rotated_date()),
+            next_rotation: date(out.next_rotation_date()),
         })
     }
 

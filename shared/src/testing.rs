@@ -128,6 +128,8 @@ struct StoredSecret {
     name: String,
     arn: String,
     state: SecretState,
+    /// What `RotateSecret` configured: the function's ARN and the schedule.
+    rotation: Option<(String, String)>,
 }
 
 impl StoredSecret {
@@ -217,6 +219,8 @@ struct StoreState {
     rotation_tokens: Vec<Option<String>>,
     issued_passwords: HashSet<String>,
     password_seed: u64,
+    /// Operations refused with `AccessDeniedException` ([`MemoryStore::deny`]).
+    denied: Vec<StoreOp>,
 }
 
 impl StoreState {
@@ -253,6 +257,7 @@ impl MemoryStore {
             name: name.to_owned(),
             arn: arn.clone(),
             state: SecretState { rotation_enabled: false, versions: BTreeMap::new() },
+            rotation: None,
         };
         secret.put(version, &value.to_string(), &[stage::CURRENT]).expect("a new secret accepts its first value");
         state.secrets.push(secret);
@@ -291,6 +296,22 @@ impl MemoryStore {
             Ok(())
         })
         .unwrap_or_else(|e| panic!("RotateSecret failed: {e}"));
+    }
+
+    /// What `RotateSecret` with `--rotation-lambda-arn` and `--rotation-rules` configures:
+    /// `DescribeSecret` then names the function and the schedule.
+    pub fn configure_rotation(&self, secret_id: &str, lambda_arn: &str, schedule: &str) {
+        self.with_secret(secret_id, |secret| {
+            secret.rotation = Some((lambda_arn.to_owned(), schedule.to_owned()));
+            Ok(())
+        })
+        .expect("secret exists");
+    }
+
+    /// From now on every call of `op` is refused as the role may not make it
+    /// (`AccessDeniedException`, not retryable), before it does anything.
+    pub fn deny(&self, op: StoreOp) {
+        lock(&self.state).denied.push(op);
     }
 
     pub fn set_rotation_enabled(&self, secret_id: &str, enabled: bool) {
@@ -359,6 +380,17 @@ impl MemoryStore {
     ) -> Result<R, Error> {
         let mut state = lock(&self.state);
         state.calls.push(op);
+        if state.denied.contains(&op) {
+            return Err(refused(
+                op,
+                secret_id,
+                format!(
+                    "AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/rotation/fn is not \
+                     authorized to perform: secretsmanager:{} on resource: {secret_id}",
+                    op.api_name()
+                ),
+            ));
+        }
         let fault = state.faults.on_call(op);
         if fault == Some(FailWhen::Before) {
             return Err(injected(op, secret_id, "the request timed out before it was sent"));
@@ -404,10 +436,15 @@ impl SecretStore for MemoryStore {
                 .filter(|(_, v)| !v.labels.is_empty())
                 .map(|(id, v)| (id.clone(), v.labels.iter().cloned().collect()))
                 .collect();
+            let (lambda_arn, schedule) = secret.rotation.clone().unzip();
             Ok(SecretVersions {
                 arn: Some(secret.arn.clone()),
                 rotation_enabled: secret.state.rotation_enabled,
                 stages,
+                rotation_lambda_arn: lambda_arn,
+                rotation_schedule: schedule,
+                last_rotated: None,
+                next_rotation: None,
             })
         })
     }
@@ -548,6 +585,8 @@ struct DbState {
     retained: HashMap<String, String>,
     retain_old_passwords: bool,
     unreachable: bool,
+    /// Every login fails in the TLS handshake (`set_tls_failure`).
+    tls_failure: bool,
     faults: Faults<TargetOp>,
     calls: Vec<TargetOp>,
     login_attempts: HashMap<(String, String), usize>,
@@ -596,6 +635,11 @@ impl FakeDb {
     /// While set, every login fails with [`Error::Unreachable`].
     pub fn set_unreachable(&self, unreachable: bool) {
         lock(&self.state).unreachable = unreachable;
+    }
+
+    /// While set, every login fails with [`Error::Tls`] (a certificate no trusted CA signed).
+    pub fn set_tls_failure(&self, failing: bool) {
+        lock(&self.state).tls_failure = failing;
     }
 
     /// From now on a password change keeps the old password working too, as a broken
@@ -690,6 +734,13 @@ impl Target for FakeTarget {
         let (mut state, fault) = self.db.enter(TargetOp::Connect);
         if state.unreachable {
             return Err(unreachable(secret, "connection refused"));
+        }
+        if state.tls_failure {
+            return Err(Error::Tls {
+                host: secret.host.clone(),
+                port: secret.port,
+                detail: "invalid peer certificate: UnknownIssuer".into(),
+            });
         }
         if fault == Some(FailWhen::Before) {
             return Err(unreachable(secret, "injected fault: connection timed out"));

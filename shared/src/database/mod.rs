@@ -3,6 +3,7 @@
 //! ([`DatabaseRotation`]) and the settings database functions read. A database function crate
 //! implements [`Target`] and calls [`run`].
 
+mod check;
 mod secret;
 mod settings;
 mod steps;

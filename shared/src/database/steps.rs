@@ -3,7 +3,8 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::info;
 
-use crate::engine::{Rotation, StepContext};
+use crate::check::Report;
+use crate::engine::{CheckContext, Rotation, StepContext};
 use crate::{
     DatabaseSecret, Error, Login, SecretProblem, SecretStore, Settings, Strategy, Target, alternate_username,
     main_username, stage,
@@ -16,8 +17,8 @@ const ADMIN_API_SETTLE: Duration = Duration::from_secs(30);
 /// The rotation of a database user's password: the secret format, the strategies (single user,
 /// alternating users, dual passwords, admin API) and the credential cascade, over a [`Target`].
 pub struct DatabaseRotation<T> {
-    target: T,
-    settings: Settings,
+    pub(super) target: T,
+    pub(super) settings: Settings,
 }
 
 impl<T: Target> Rotation for DatabaseRotation<T> {
@@ -33,6 +34,10 @@ impl<T: Target> Rotation for DatabaseRotation<T> {
 
     async fn test_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
         self.test(step).await
+    }
+
+    async fn check<S: SecretStore>(&self, secret: &CheckContext<'_, S>, report: &mut Report) {
+        self.preflight(secret, report).await
     }
 }
 
@@ -99,7 +104,7 @@ impl<T: Target> DatabaseRotation<T> {
 
     /// The other user of an alternating pair, if the engine and `USERNAME_CHARACTER_LIMIT`
     /// allow a name that long.
-    fn alternate_name(&self, username: &str) -> Result<String, Error> {
+    pub(super) fn alternate_name(&self, username: &str) -> Result<String, Error> {
         let name = alternate_username(username);
         if name.len() > T::MAX_USERNAME_BYTES {
             return Err(Error::AlternateNameTooLong {
@@ -207,7 +212,7 @@ impl<T: Target> DatabaseRotation<T> {
     }
 
     /// The strategy for a secret: see [`Strategy`].
-    fn strategy(&self, secret: &DatabaseSecret) -> Strategy {
+    pub(super) fn strategy(&self, secret: &DatabaseSecret) -> Strategy {
         Strategy::choose(secret.rotation_strategy, self.settings.strategy, secret.masterarn.is_some())
     }
 
@@ -218,15 +223,26 @@ impl<T: Target> DatabaseRotation<T> {
         user: &DatabaseSecret,
         strategy: Strategy,
     ) -> Result<DatabaseSecret, Error> {
+        self.load_master_of(step.store, &step.event.secret_id, user, strategy).await
+    }
+
+    /// [`Self::load_master`] for the secret `secret_id` (the user's secret).
+    pub(super) async fn load_master_of<S: SecretStore>(
+        &self,
+        store: &S,
+        secret_id: &str,
+        user: &DatabaseSecret,
+        strategy: Strategy,
+    ) -> Result<DatabaseSecret, Error> {
         let Some(masterarn) = &user.masterarn else {
-            return Err(Error::MasterArnMissing { secret: step.event.secret_id.clone(), strategy });
+            return Err(Error::MasterArnMissing { secret: secret_id.to_owned(), strategy });
         };
         let master_error = |problem: String| Error::MasterSecret {
-            secret: step.event.secret_id.clone(),
+            secret: secret_id.to_owned(),
             masterarn: crate::error::shown(masterarn),
             problem,
         };
-        let text = match step.store.get_value(masterarn, None, stage::CURRENT).await {
+        let text = match store.get_value(masterarn, None, stage::CURRENT).await {
             Ok(Some(text)) => text,
             Ok(None) => {
                 return Err(master_error("cannot be read: it does not exist or has no AWSCURRENT value".into()));
@@ -439,7 +455,7 @@ impl<T: Target> DatabaseRotation<T> {
 
 /// Whether two ids (each an ARN or a name) name the same secret. An ARN ends in the secret's
 /// name, a dash and six random characters.
-fn same_secret(a: &str, b: &str) -> bool {
+pub(super) fn same_secret(a: &str, b: &str) -> bool {
     fn name_of(id: &str) -> (&str, bool) {
         match id.rsplit_once(":secret:") {
             Some((_, suffix)) if id.starts_with("arn:") => (suffix, true),

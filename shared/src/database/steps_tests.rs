@@ -1145,3 +1145,236 @@ async fn an_operator_run_refuses_to_start_beside_a_rotation_in_progress() {
     let err = step_as_operator(&f, "setSecret", "44444444-4444-4444-8444-444444444444").await.unwrap_err();
     assert_eq!(err.error_type(), "Permanent.UnknownVersion");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The preflight check
+// ---------------------------------------------------------------------------------------------
+
+use crate::check::{Report, Status};
+
+/// Runs the check as an operator's event does, and proves it changed nothing and revealed no
+/// secret.
+async fn checked(f: &Fixture) -> Report {
+    let state_before = f.state();
+    let db_before = f.db.password(USER);
+    let mut secrets = f.secrets();
+    secrets.push(MASTER_PASSWORD.to_owned());
+    let answer = f.rotator.handle(json!({"Action": "check", "SecretId": f.arn})).await.unwrap();
+    let text = answer.to_string();
+    for secret in &secrets {
+        assert!(!text.contains(secret.as_str()), "the report reveals a secret: {text}");
+    }
+    assert_eq!(f.state(), state_before, "the check changed the secret");
+    assert_eq!(f.db.password(USER), db_before, "the check changed the password");
+    assert_eq!(f.db.passwords_set(), 0, "the check changed a password");
+    for op in f.store.calls() {
+        assert!(
+            !matches!(op, StoreOp::PutPending | StoreOp::MoveStage),
+            "the check wrote to Secrets Manager: {:?}",
+            f.store.calls()
+        );
+    }
+    assert!(!f.db.calls().iter().any(|op| matches!(op, TargetOp::SetPassword | TargetOp::PrepareAlternate)));
+    serde_json::from_value(answer).unwrap()
+}
+
+fn status(report: &Report, name: &str) -> Status {
+    report.get(name).unwrap_or_else(|| panic!("no check {name}: {report:#?}")).status
+}
+
+/// The one failed check, with a fix.
+fn only_failure<'a>(report: &'a Report, name: &str) -> &'a crate::check::Check {
+    let failed: Vec<&str> =
+        report.checks.iter().filter(|c| c.status == Status::Failed).map(|c| c.name.as_str()).collect();
+    assert_eq!(failed, [name], "{report:#?}");
+    assert!(!report.passed);
+    let check = report.get(name).unwrap();
+    assert!(check.fix.as_deref().is_some_and(|fix| !fix.is_empty()), "{check:?}");
+    check
+}
+
+/// An alternating-users secret with a master, no rotation under way.
+fn with_master_not_rotating(extra: Value) -> Fixture {
+    let f = with_master(extra);
+    f.store.move_label(&f.arn, stage::PENDING, None, Some(TOKEN));
+    f
+}
+
+#[tokio::test]
+async fn a_healthy_secret_passes_every_check_and_nothing_changes() {
+    let f = Fixture::not_rotating();
+    f.store.configure_rotation(&f.arn, "arn:aws:lambda:eu-west-1:123456789012:function:pg-rotation", "rate(30 days)");
+    f.store.set_rotation_enabled(&f.arn, true);
+    let report = checked(&f).await;
+    assert!(report.passed, "{report:#?}");
+    assert_eq!(report.engine, FakeTarget::ENGINE.label);
+    for name in [
+        "secret.describe",
+        "rotation.enabled",
+        "rotation.pending",
+        "secret.readable",
+        "secret.parses",
+        "secret.strategy",
+        "target.reachable",
+        "target.tls",
+        "credential.current",
+        "password.policy",
+    ] {
+        assert_eq!(status(&report, name), Status::Passed, "{name}: {report:#?}");
+    }
+    assert!(report.get("rotation.enabled").unwrap().detail.contains("rate(30 days)"));
+    assert!(report.get("secret.strategy").unwrap().detail.starts_with("single-user: "));
+    assert!(report.get("target.reachable").unwrap().detail.contains(&format!("{HOST}:5432")));
+    assert_eq!(status(&report, "secret.writable"), Status::Skipped);
+    assert!(report.get("secret.writable").unwrap().detail.contains("no dry run"));
+    assert_eq!(status(&report, "target.privileges"), Status::Skipped);
+    assert_eq!(status(&report, "master.secret"), Status::Skipped);
+}
+
+#[tokio::test]
+async fn a_secret_without_rotation_configured_says_so_without_failing() {
+    let f = Fixture::not_rotating();
+    let report = checked(&f).await;
+    assert!(report.passed, "{report:#?}");
+    let enabled = report.get("rotation.enabled").unwrap();
+    assert_eq!(enabled.status, Status::Skipped);
+    assert!(enabled.detail.contains("not enabled"), "{enabled:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_the_reachable_check_naming_host_and_port() {
+    let f = Fixture::not_rotating();
+    f.db.set_unreachable(true);
+    let report = checked(&f).await;
+    let check = only_failure(&report, "target.reachable");
+    assert!(check.detail.contains(&format!("{HOST}:5432")) && check.detail.contains("connection refused"), "{check:?}");
+    assert!(check.fix.as_deref().unwrap().contains("security group"), "{check:?}");
+    assert_eq!(status(&report, "credential.current"), Status::Skipped);
+}
+
+#[tokio::test]
+async fn a_tls_failure_fails_the_tls_check_with_the_way_to_trust_the_server() {
+    let f = Fixture::not_rotating();
+    f.db.set_tls_failure(true);
+    let report = checked(&f).await;
+    let check = only_failure(&report, "target.tls");
+    assert!(check.detail.contains("UnknownIssuer") && check.detail.contains(HOST), "{check:?}");
+    let fix = check.fix.as_deref().unwrap();
+    assert!(fix.contains("CA_BUNDLE_PATH") && fix.contains("sslmode"), "{fix}");
+    assert_eq!(status(&report, "target.reachable"), Status::Passed);
+}
+
+#[tokio::test]
+async fn a_wrong_current_password_fails_the_current_credential_check() {
+    let f = Fixture::not_rotating();
+    f.db.set_user_password(USER, "Changed-By-Someone-9z");
+    let report = checked(&f).await;
+    let check = only_failure(&report, "credential.current");
+    assert!(check.detail.contains("AWSCURRENT password of orders_app@"), "{check:?}");
+    assert!(check.fix.as_deref().unwrap().contains("correct the AWSCURRENT value"), "{check:?}");
+    assert!(!check.detail.contains("Changed-By-Someone-9z"));
+}
+
+#[tokio::test]
+async fn a_master_whose_password_is_rejected_fails_the_master_login_check() {
+    let f = with_master_not_rotating(json!({}));
+    let healthy = checked(&f).await;
+    assert!(healthy.passed, "{healthy:#?}");
+    assert!(healthy.get("secret.strategy").unwrap().detail.contains("masterarn"));
+    assert!(healthy.get("secret.alternate_name").unwrap().detail.contains(CLONE));
+    assert_eq!(status(&healthy, "master.login"), Status::Passed);
+
+    f.db.add_admin(MASTER_USER, "Master-Changed-Elsewhere-1");
+    let report = checked(&f).await;
+    let check = only_failure(&report, "master.login");
+    assert!(check.detail.contains(&format!("master password of {MASTER_USER}@")), "{check:?}");
+    assert!(check.fix.as_deref().unwrap().contains("master secret"), "{check:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_master_secret_fails_the_master_secret_check() {
+    let f = with_master_not_rotating(json!({"masterarn": "arn:aws:secretsmanager:eu-west-1:1:secret:gone-AbCdEf"}));
+    let report = checked(&f).await;
+    let check = only_failure(&report, "master.secret");
+    assert!(check.detail.contains("cannot be read"), "{check:?}");
+    assert_eq!(status(&report, "master.login"), Status::Skipped);
+}
+
+#[tokio::test]
+async fn an_alternate_name_too_long_fails_the_alternate_name_check() {
+    let f = with_master_not_rotating(json!({}));
+    let long_user = "u".repeat(60);
+    f.store.put_value(&f.arn, "v-long", &json!({"host": HOST, "username": long_user, "password": OLD_PASSWORD, "masterarn": MemoryStore::arn_of(MASTER_NAME)}), &[stage::CURRENT]);
+    f.db.set_user_password(&long_user, OLD_PASSWORD);
+    let report = checked(&f).await;
+    let check = only_failure(&report, "secret.alternate_name");
+    assert!(check.detail.contains("66 bytes") && check.detail.contains("allows 63"), "{check:?}");
+}
+
+#[tokio::test]
+async fn a_stuck_pending_version_fails_with_the_command_that_removes_it() {
+    let f = Fixture::not_rotating();
+    f.store.put_value(&f.arn, TOKEN, &with_password(first_value(), "Half-Rotated-Pw-42"), &[stage::PENDING]);
+    let report = checked(&f).await;
+    let check = only_failure(&report, "rotation.pending");
+    assert!(check.detail.contains(TOKEN), "{check:?}");
+    let fix = check.fix.as_deref().unwrap();
+    assert!(
+        fix.contains(&format!(
+            "aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING \
+             --remove-from-version-id {TOKEN}",
+            f.arn
+        )),
+        "{fix}"
+    );
+    assert!(fix.contains("rotation resume") && fix.contains("rotation cancel"), "{fix}");
+    assert!(!serde_json::to_string(&report).unwrap().contains("Half-Rotated-Pw-42"));
+}
+
+#[tokio::test]
+async fn a_refused_get_secret_value_names_the_permission() {
+    let f = Fixture::not_rotating();
+    f.store.deny(StoreOp::GetValue);
+    let report = checked(&f).await;
+    let check = only_failure(&report, "secret.readable");
+    assert!(check.detail.contains("AccessDeniedException"), "{check:?}");
+    assert!(
+        check
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains(&format!("the role may not call secretsmanager:GetSecretValue on {}", f.arn)),
+        "{check:?}"
+    );
+    assert_eq!(status(&report, "credential"), Status::Skipped);
+    assert!(f.db.calls().is_empty(), "no login without the secret");
+}
+
+#[tokio::test]
+async fn an_invalid_current_value_fails_the_parse_check_naming_the_field() {
+    let f = Fixture::not_rotating();
+    f.store.put_value(
+        &f.arn,
+        "v-bad",
+        &json!({"host": "db:5432", "username": USER, "password": OLD_PASSWORD}),
+        &[stage::CURRENT],
+    );
+    let report = checked(&f).await;
+    let check = only_failure(&report, "secret.parses");
+    assert!(check.detail.contains("field `host`"), "{check:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_check_event_is_an_invalid_event_naming_the_field() {
+    let f = Fixture::not_rotating();
+    let err = f.rotator.handle(json!({"Action": "check"})).await.unwrap_err();
+    assert_eq!(err.error_type(), "Permanent.InvalidEvent");
+    assert!(err.to_string().contains("`SecretId`"), "{err}");
+    let err = f.rotator.handle(json!({"Action": "rotate", "SecretId": f.arn})).await.unwrap_err();
+    assert!(err.to_string().contains("`Action`"), "{err}");
+    assert!(f.store.calls().is_empty());
+    let rotating = Fixture::rotating();
+    for step in STEPS {
+        assert_eq!(rotating.rotator.handle(rotating.event(step, TOKEN)).await.unwrap(), Value::Null, "{step}");
+    }
+}

@@ -15,6 +15,9 @@
 //! every request (the key is the `api_key` field of a JSON secret, or the whole string when the
 //! secret is not a JSON object) and answers 200 when the key is one of them, 401 when not (or
 //! when there is no bearer key), 400 without `X-Secret-Id`, 404 for another path.
+//!
+//! Two more paths play a provider's faults: `GET /redirect` answers 302 (to `/check`), and
+//! `GET /slow` answers 200 only after [`SLOW_ANSWER`].
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,6 +30,10 @@ use crate::TestEnv;
 
 /// The stages whose keys the consumer accepts.
 pub const ACCEPTED_STAGES: [&str; 3] = ["AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"];
+
+/// How long `GET /slow` takes to answer: longer than the function's `REQUEST_TIMEOUT_SECONDS`
+/// in a test run (2).
+pub const SLOW_ANSWER: Duration = Duration::from_secs(8);
 
 /// A running consumer; stopped on drop.
 pub struct Consumer {
@@ -98,7 +105,12 @@ fn handle(stream: TcpStream, aws_endpoint: &str) -> std::io::Result<()> {
     // A body is allowed and ignored.
     std::io::copy(&mut reader.by_ref().take(length as u64), &mut std::io::sink())?;
     let path = target.split('?').next().unwrap_or_default();
-    let (status, text) = if method != "GET" || path != "/check" {
+    let (status, text) = if method == "GET" && path == "/redirect" {
+        (302, "see /check")
+    } else if method == "GET" && path == "/slow" {
+        std::thread::sleep(SLOW_ANSWER);
+        (200, "accepted, late")
+    } else if method != "GET" || path != "/check" {
         (404, "only GET /check is served")
     } else if let Some(secret_id) = secret_id {
         match bearer {
@@ -111,13 +123,15 @@ fn handle(stream: TcpStream, aws_endpoint: &str) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        302 => "Found",
         401 => "Unauthorized",
         _ => "Not Found",
     };
+    let location = if status == 302 { "Location: /check\r\n" } else { "" };
     let mut stream = stream;
     write!(
         stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        "HTTP/1.1 {status} {reason}\r\n{location}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     )?;
     stream.flush()

@@ -781,3 +781,47 @@ pub fn mysql_literal(value: &str) -> String {
 pub fn mysql_account(user: &str, host: &str) -> String {
     format!("{}@{}", mysql_literal(user), mysql_literal(host))
 }
+
+/// Lower-case hex SHA-256 of `text` (rustls's aws-lc-rs provider, already a dependency).
+pub fn sha256_hex(text: &str) -> String {
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13().expect("a TLS 1.3 suite");
+    suite.common.hash_provider.hash(text.as_bytes()).as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// What every key the API-key function issues for `secret_arn` is named with first:
+/// `<prefix><12 hex of SHA-256 of the ARN>-` (functions/api-key/PROFILES.md, `key_name_prefix`).
+pub fn api_key_name_stem(prefix: &str, secret_arn: &str) -> String {
+    format!("{prefix}{}-", &sha256_hex(secret_arn)[..12])
+}
+
+/// The name of the key the API-key function issues for `secret_arn` and version `token`.
+pub fn api_key_name(prefix: &str, secret_arn: &str, token: &str) -> String {
+    format!("{}{}", api_key_name_stem(prefix, secret_arn), &sha256_hex(token)[..16])
+}
+
+impl TestEnv {
+    /// A RabbitMQ user as the management API shows it to the administrator
+    /// (`GET /api/users/<name>`: `tags`, `password_hash`, ...).
+    pub fn rabbitmq_user(&self, name: &str) -> serde_json::Value {
+        let url = format!("{}/api/users/{name}", self.rabbitmq_url);
+        let mut response = self
+            .https_agent()
+            .get(&url)
+            .header("Authorization", basic_auth(&self.rabbitmq_admin_user, &self.rabbitmq_admin_password))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(response.status().as_u16(), 200, "GET {url}");
+        response.body_mut().read_json().unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+    }
+
+    /// Creates an OpenBao token with the root token (policy `default`, no parent, 24 h), with
+    /// `meta` as its metadata; (token, accessor).
+    pub fn openbao_create_token(&self, meta: serde_json::Value) -> (String, String) {
+        let body = serde_json::json!({ "policies": ["default"], "no_parent": true, "ttl": "24h", "meta": meta });
+        let (status, answer) =
+            self.openbao_request("POST", "auth/token/create", Some(&self.openbao_root_token), Some(&body));
+        assert_eq!(status, 200, "creating an OpenBao token: {answer}");
+        let field = |name: &str| answer["auth"][name].as_str().expect("a token and its accessor").to_owned();
+        (field("client_token"), field("accessor"))
+    }
+}

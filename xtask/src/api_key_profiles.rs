@@ -13,12 +13,18 @@
 //!   (`e2e::consumer`), which reads the secret named in the secret's own field
 //!   `consumer_secret_id`.
 //! - `self-issued-no-test` (generated): no calls.
+//! - `unreachable`, `redirecting`, `slow` (generated, a `test` call only): faults of the provider
+//!   for the tests: a closed loopback port ([`UNREACHABLE_URL`]), the consumer's `GET /redirect`
+//!   (302) and its `GET /slow` (an answer after [`e2e::consumer::SLOW_ANSWER`], longer than the
+//!   function's `REQUEST_TIMEOUT_SECONDS`).
 
 use serde_json::{Value, json};
 
 pub const OPENBAO_ADMIN_SECRET: &str = "rotation-test/openbao-admin";
 pub const RABBITMQ_ADMIN_SECRET: &str = "rotation-test/rabbitmq-admin";
 pub const DEFAULT_PROFILE: &str = "self-issued-no-test";
+/// The base URL of profile `unreachable`: HTTPS to a loopback port nothing listens on (9, discard).
+pub const UNREACHABLE_URL: &str = "https://localhost:9/";
 
 /// `openbao_url`, `rabbitmq_url`: the services' roots (`https://localhost:PORT`);
 /// `consumer_url`: the consumer's root, ending in `/`.
@@ -27,7 +33,7 @@ pub fn document(openbao_url: &str, rabbitmq_url: &str, consumer_url: &str) -> Va
     let rabbitmq = format!("{rabbitmq_url}/");
     let admin_token = json!({ "X-Vault-Token": "{admin.token}" });
     json!({
-        "allowed_url_prefixes": [openbao, rabbitmq, consumer_url],
+        "allowed_url_prefixes": [openbao, rabbitmq, consumer_url, UNREACHABLE_URL],
         "profiles": {
             "openbao-token": {
                 "mode": "issued",
@@ -129,6 +135,25 @@ pub fn document(openbao_url: &str, rabbitmq_url: &str, consumer_url: &str) -> Va
                 "base_url": consumer_url,
                 "generate": { "length": 40, "alphabet": "alphanumeric", "prefix": "sk_" },
                 "calls": {}
+            },
+            "unreachable": fault_profile(UNREACHABLE_URL, "check"),
+            "redirecting": fault_profile(consumer_url, "redirect"),
+            "slow": fault_profile(consumer_url, "slow")
+        }
+    })
+}
+
+/// A profile of self-issued keys whose `test` call goes to `base_url` + `path`.
+fn fault_profile(base_url: &str, path: &str) -> Value {
+    json!({
+        "mode": "generated",
+        "base_url": base_url,
+        "generate": { "length": 40, "alphabet": "alphanumeric", "prefix": "sk_" },
+        "calls": {
+            "test": {
+                "method": "GET", "path": path,
+                "headers": { "Authorization": "Bearer {value}", "X-Secret-Id": "{field.consumer_secret_id}" },
+                "accept": [200], "refuse": [401]
             }
         }
     })
@@ -143,7 +168,10 @@ mod tests {
         let doc = document("https://localhost:1", "https://localhost:2", "http://127.0.0.1:3/");
         let allowed: Vec<&str> =
             doc["allowed_url_prefixes"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-        assert_eq!(allowed, ["https://localhost:1/v1/", "https://localhost:2/", "http://127.0.0.1:3/"]);
+        assert_eq!(
+            allowed,
+            ["https://localhost:1/v1/", "https://localhost:2/", "http://127.0.0.1:3/", UNREACHABLE_URL]
+        );
         let profiles = doc["profiles"].as_object().unwrap();
         assert!(profiles.contains_key(DEFAULT_PROFILE));
         for (name, profile) in profiles {

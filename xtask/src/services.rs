@@ -359,6 +359,8 @@ fn start_functions(
         format!("API_KEY_PROFILES_FILE={}", api_key_profiles.display()),
         format!("API_KEY_DEFAULT_PROFILE={}", api_key_profiles::DEFAULT_PROFILE),
         "ALLOW_PLAIN_HTTP_TO_LOOPBACK=true".into(),
+        // Shorter than the consumer's slow answer (e2e::consumer::SLOW_ANSWER), for profile `slow`.
+        "REQUEST_TIMEOUT_SECONDS=2".into(),
     ];
     let mut command = Command::new(cargo_lambda_bin.join("cargo-lambda"));
     command

@@ -150,6 +150,28 @@ impl Profile {
         format!("{}{}", self.key_name_stem(secret_arn), sha256_hex(version, 16))
     }
 
+    /// The secret fields (`{field.NAME}`) any call of the profile reads, with the first call
+    /// that reads each: `createSecret` checks them before anything is stored.
+    pub fn fields_used(&self) -> Vec<(String, &'static str)> {
+        let calls = [
+            ("issue", self.issue.as_ref()),
+            ("test", self.test.as_ref()),
+            ("revoke", self.revoke.as_ref()),
+            ("list", self.list.as_ref().map(|list| &list.call)),
+            ("lookup", self.list.as_ref().and_then(|list| list.lookup.as_ref())),
+            ("push", self.push.as_ref()),
+        ];
+        let mut fields: Vec<(String, &'static str)> = Vec::new();
+        for (name, call) in calls {
+            for field in call.map(Call::fields_used).unwrap_or_default() {
+                if !fields.iter().any(|(f, _)| *f == field) {
+                    fields.push((field, name));
+                }
+            }
+        }
+        fields
+    }
+
     /// The part every key name of this secret starts with: `<prefix><12 hex>-`
     pub fn key_name_stem(&self, secret_arn: &str) -> String {
         format!("{}{}-", self.key_name_prefix, sha256_hex(secret_arn, 12))
@@ -508,6 +530,31 @@ impl Call {
             Some(template) => Some(SecretString::from(template.render(&context)?.to_string())),
         };
         Ok(Request { profile: profile.name.clone(), call: call_name, method: self.method.clone(), url, headers, body })
+    }
+
+    /// The secret fields (`{field.NAME}`) this call reads.
+    pub fn fields_used(&self) -> Vec<String> {
+        let mut templates: Vec<&Template> = vec![&self.path];
+        templates.extend(self.headers.iter().map(|(_, template)| template));
+        if let Some((username, password)) = &self.basic_auth {
+            templates.extend([username, password]);
+        }
+        let mut in_body = Vec::new();
+        if let Some(body) = &self.body {
+            body.templates("", &mut in_body);
+        }
+        templates.extend(in_body.into_iter().map(|(_, template)| template));
+        let mut fields: Vec<String> = templates
+            .into_iter()
+            .flat_map(Template::slots)
+            .filter_map(|slot| match slot {
+                Slot::Field(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        fields.sort();
+        fields.dedup();
+        fields
     }
 
     /// The call's URL for an error or a log line, placeholders shown by name (`{key_id}`), never
@@ -1272,6 +1319,18 @@ mod tests {
     }
 
     const VAULT: &str = "/profiles/vault-token";
+
+    #[test]
+    fn the_fields_a_profile_reads_are_listed_once_with_the_first_call_that_reads_them() {
+        let mut document = generated();
+        document["profiles"]["rabbit"]["calls"]["push"]["headers"] = serde_json::json!({"X-Team": "{field.team}"});
+        let profiles = load(&document).unwrap();
+        let profile = profiles.get(Some("rabbit")).unwrap();
+        let expected = vec![("username".to_owned(), "test"), ("team".to_owned(), "push")];
+        assert_eq!(profile.fields_used(), expected);
+        let vault = load(&example()).unwrap();
+        assert!(vault.get(Some("vault-token")).unwrap().fields_used().is_empty());
+    }
 
     fn generated() -> Value {
         serde_json::json!({

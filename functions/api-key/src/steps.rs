@@ -3,7 +3,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use rotation::{Error, ExposeSecret, Rotation, SecretProblem, SecretStore, SecretString, StepContext, stage};
+use rotation::check::Report;
+use rotation::{
+    CheckContext, Error, ExposeSecret, Rotation, RotationEvent, SecretProblem, SecretStore, SecretString, Step,
+    StepContext, stage,
+};
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
@@ -167,6 +171,10 @@ impl<H: Transport> Rotation for ApiKeyRotation<H> {
         Ok(())
     }
 
+    async fn check<S: SecretStore>(&self, secret: &CheckContext<'_, S>, report: &mut Report) {
+        self.preflight(secret, report).await
+    }
+
     /// Issued keys: the key that is about to fall off `AWSPREVIOUS` is revoked, so that only the
     /// keys staged `AWSCURRENT`, `AWSPREVIOUS` and `AWSPENDING` are valid at the provider.
     async fn before_finish<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
@@ -218,6 +226,152 @@ impl<H: Transport> ApiKeyRotation<H> {
         ApiKeyRotation { profiles, http }
     }
 
+    /// The preflight check (read-only: no key is issued, pushed or revoked; only the profile's
+    /// `test` call is made, with the current key).
+    async fn preflight<S: SecretStore>(&self, secret: &CheckContext<'_, S>, report: &mut Report) {
+        let text = match secret.store.get_value(secret.secret_id, None, stage::CURRENT).await {
+            Ok(Some(text)) => text,
+            _ => {
+                report.skipped("profile.resolves", "the AWSCURRENT value cannot be read");
+                return;
+            }
+        };
+        let fix_profile = "name a profile of the document in the secret's `rotation.profile`, or set \
+                           API_KEY_DEFAULT_PROFILE";
+        let name = match profile_name(&text) {
+            Ok(name) => name,
+            Err(problem) => {
+                report.failed("profile.resolves", format!("the AWSCURRENT value is invalid: {problem}"), fix_profile);
+                return;
+            }
+        };
+        let profile = match self.profiles.get(name.as_deref()) {
+            Ok(profile) => profile,
+            Err(rule) => {
+                report.failed("profile.resolves", rule, fix_profile);
+                return;
+            }
+        };
+        let why = match &name {
+            Some(_) => "named by the secret's `rotation.profile`".to_owned(),
+            None => "the default: the secret names none (API_KEY_DEFAULT_PROFILE, or the document's only profile)"
+                .to_owned(),
+        };
+        let mode = match profile.mode {
+            Mode::Generated if profile.push.is_some() => "generated and pushed",
+            Mode::Generated => "generated",
+            Mode::Issued => "issued",
+        };
+        report.passed("profile.resolves", format!("profile {} ({mode} keys), {why}", profile.name));
+        let current = match KeySecret::parse(&text, profile) {
+            Ok(current) if profile.mode == Mode::Issued && current.is_plain() => {
+                report.failed(
+                    "secret.parses",
+                    format!(
+                        "the AWSCURRENT value is a plain string, but profile {} issues keys with ids",
+                        profile.name
+                    ),
+                    format!("store a JSON object with `{}` (and `{}`)", profile.key_field, profile.key_id_field),
+                );
+                return;
+            }
+            Ok(current) => current,
+            Err(problem) => {
+                report.failed(
+                    "secret.parses",
+                    format!("the AWSCURRENT value is invalid for profile {}: {problem}", profile.name),
+                    "correct the AWSCURRENT value (README, API keys: the secret's shapes)",
+                );
+                return;
+            }
+        };
+        report.passed(
+            "secret.parses",
+            format!("AWSCURRENT holds a key in `{}` for profile {}", profile.key_field, profile.name),
+        );
+        let admin = match &profile.admin_secret {
+            None => {
+                report.skipped("admin.secret", format!("profile {} has no admin secret", profile.name));
+                None
+            }
+            Some(id) => match self.load_admin(secret.store, profile, id).await {
+                Ok(admin) => {
+                    report.passed("admin.secret", format!("the admin secret {} loads", rotation::shown(id)));
+                    Some(admin)
+                }
+                Err(error) => {
+                    report.failed(
+                        "admin.secret",
+                        error.to_string(),
+                        format!(
+                            "make {} a readable JSON object with the fields the profile's calls use, and allow the \
+                             role secretsmanager:GetSecretValue on it",
+                            rotation::shown(id)
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        report.passed(
+            "profile.urls",
+            format!(
+                "calls go to {}, within allowed_url_prefixes (every call's URL was checked when the function started)",
+                profile.base_url
+            ),
+        );
+        let Some(test) = &profile.test else {
+            if profile.mode == Mode::Generated {
+                if profile.generate.matches(current.key.expose_secret()) {
+                    report.passed(
+                        "credential.current",
+                        format!("profile {} has no test call; the current key has its format", profile.name),
+                    );
+                } else {
+                    report.failed(
+                        "credential.current",
+                        format!("the current key does not have the format of profile {}'s `generate`", profile.name),
+                        "store a key of the profile's format, or correct the profile's `generate`",
+                    );
+                }
+            } else {
+                report.skipped("credential.current", format!("profile {} has no test call", profile.name));
+            }
+            return;
+        };
+        if profile.admin_secret.is_some() && admin.is_none() {
+            report.skipped("credential.current", "the admin secret the calls use cannot be loaded");
+            return;
+        }
+        // The test call renders `{version}` from the event: the current version stands in for it.
+        let version = secret.versions.version_with(stage::CURRENT).unwrap_or("AWSCURRENT").to_owned();
+        let event = RotationEvent {
+            step: Step::Test,
+            secret_id: secret.secret_id.to_owned(),
+            token: version,
+            rotation_token: None,
+        };
+        let step = StepContext { store: secret.store, event: &event, versions: secret.versions };
+        let loaded = Loaded { profile, current, admin };
+        match self.test(&step, &loaded, &loaded.current, stage::CURRENT).await {
+            Ok(Outcome::Accepted) => report.passed(
+                "credential.current",
+                format!("the `test` call ({}) accepts the current key", test.url_for_errors(profile)),
+            ),
+            Ok(_) => report.failed(
+                "credential.current",
+                format!("the `test` call ({}) refuses the current key", test.url_for_errors(profile)),
+                "correct AWSCURRENT: store the key the service accepts (or issue one and store it with its id)",
+            ),
+            Err(error) => report.failed(
+                "credential.current",
+                error.to_string(),
+                "check the function's network path to the service (VPC, NAT, security groups), the service's \
+                 certificate (CA_BUNDLE_PATH) and REQUEST_TIMEOUT_SECONDS",
+            ),
+        }
+    }
+
     /// The current version, the profile it names and the profile's admin secret.
     async fn load<'p, S: SecretStore>(&'p self, step: &StepContext<'_, S>) -> Result<Loaded<'p>, Error> {
         let text = step.required_value(stage::CURRENT).await?;
@@ -229,14 +383,14 @@ impl<H: Transport> ApiKeyRotation<H> {
         let current = KeySecret::parse(&text, profile).map_err(|problem| invalid(step, stage::CURRENT, problem))?;
         let admin = match &profile.admin_secret {
             None => None,
-            Some(id) => Some(self.load_admin(step, profile, id).await?),
+            Some(id) => Some(self.load_admin(step.store, profile, id).await?),
         };
         Ok(Loaded { profile, current, admin })
     }
 
     async fn load_admin<S: SecretStore>(
         &self,
-        step: &StepContext<'_, S>,
+        store: &S,
         profile: &Profile,
         id: &str,
     ) -> Result<Map<String, Value>, Error> {
@@ -245,7 +399,7 @@ impl<H: Transport> ApiKeyRotation<H> {
             admin_secret: rotation::shown(id),
             problem: problem.to_owned(),
         };
-        let text = match step.store.get_value(id, None, stage::CURRENT).await {
+        let text = match store.get_value(id, None, stage::CURRENT).await {
             Ok(Some(text)) => text,
             Ok(None) => return Err(admin_error("cannot be read: it does not exist or has no AWSCURRENT value")),
             Err(error @ Error::SecretsManager { retryable: true, .. }) => return Err(error),

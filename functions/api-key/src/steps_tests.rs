@@ -412,3 +412,114 @@ async fn an_unknown_profile_is_named_and_nothing_is_stored() {
     assert!(err.to_string().contains("nope"), "{err}");
     assert_eq!(f.store.secret(&f.arn), before);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The preflight check
+// ---------------------------------------------------------------------------------------------
+
+use rotation::check::{Report, Status};
+
+impl Fixture {
+    /// The check, as an operator's event runs it; proves it changed nothing (no version, no
+    /// label, no key issued or revoked, no password pushed) and revealed no key.
+    async fn check(&self) -> Report {
+        let before = self.store.secret(&self.arn);
+        let keys_before = self.provider.valid_keys();
+        let password_before = self.provider.password("svc");
+        let answer = self.rotator.handle(json!({"Action": "check", "SecretId": self.arn})).await.unwrap();
+        assert_eq!(self.store.secret(&self.arn), before, "the check changed the secret");
+        assert_eq!(self.provider.valid_keys(), keys_before, "the check issued or revoked a key");
+        assert_eq!(self.provider.password("svc"), password_before, "the check pushed a password");
+        assert!(!self.store.calls().iter().any(|op| matches!(op, StoreOp::PutPending | StoreOp::MoveStage)));
+        let text = answer.to_string();
+        let current = self.current();
+        for secret in keys_before.iter().chain(password_before.iter()).map(String::as_str).chain([
+            "admin-secret",
+            current["api_key"].as_str().unwrap_or("(none)"),
+            current["password"].as_str().unwrap_or("(none)"),
+        ]) {
+            assert!(!text.contains(secret), "the report reveals a secret: {text}");
+        }
+        serde_json::from_value(answer).unwrap()
+    }
+}
+
+fn status(report: &Report, name: &str) -> Status {
+    report.get(name).unwrap_or_else(|| panic!("no check {name}: {report:#?}")).status
+}
+
+fn only_failure<'a>(report: &'a Report, name: &str) -> &'a rotation::check::Check {
+    let failed: Vec<&str> =
+        report.checks.iter().filter(|c| c.status == Status::Failed).map(|c| c.name.as_str()).collect();
+    assert_eq!(failed, [name], "{report:#?}");
+    let check = report.get(name).unwrap();
+    assert!(check.fix.is_some(), "{check:?}");
+    check
+}
+
+#[tokio::test]
+async fn an_issued_key_passes_the_check_and_nothing_is_issued() {
+    let f = Fixture::issued();
+    let report = f.check().await;
+    assert!(report.passed, "{report:#?}");
+    assert_eq!(report.engine, "API key");
+    for name in ["profile.resolves", "secret.parses", "admin.secret", "profile.urls", "credential.current"] {
+        assert_eq!(status(&report, name), Status::Passed, "{name}: {report:#?}");
+    }
+    let profile = report.get("profile.resolves").unwrap();
+    assert!(profile.detail.contains("profile issued") && profile.detail.contains("rotation.profile"), "{profile:?}");
+    assert!(report.get("profile.urls").unwrap().detail.contains("https://provider.test/v1/"));
+}
+
+#[tokio::test]
+async fn a_refused_current_key_fails_the_current_credential_check() {
+    let f = Fixture::issued();
+    let first = f.current();
+    let (_, other) = f.provider.issue_key("another");
+    let mut forged = first.clone();
+    forged["api_key"] = json!("key-not-issued-by-anyone");
+    f.store.put_value(&f.arn, "v-forged", &forged, &[stage::CURRENT]);
+    let report = f.check().await;
+    let check = only_failure(&report, "credential.current");
+    assert!(check.detail.contains("refuses the current key"), "{check:?}");
+    assert!(!serde_json::to_string(&report).unwrap().contains(&other));
+    assert!(!serde_json::to_string(&report).unwrap().contains("key-not-issued-by-anyone"));
+}
+
+#[tokio::test]
+async fn a_pushed_password_is_tested_and_never_pushed() {
+    let f = Fixture::pushed();
+    let report = f.check().await;
+    assert!(report.passed, "{report:#?}");
+    assert!(report.get("profile.resolves").unwrap().detail.contains("generated and pushed"));
+}
+
+#[tokio::test]
+async fn a_self_issued_key_without_test_is_checked_for_the_profiles_format() {
+    let good =
+        Fixture::new(&json!({"api_key": "sk_0123456789abcdef0123456789abc", "rotation": {"profile": "self-issued"}}));
+    let report = good.check().await;
+    assert!(report.passed, "{report:#?}");
+    assert_eq!(status(&report, "admin.secret"), Status::Skipped);
+    let bad = Fixture::new(&json!({"api_key": "not-the-format", "rotation": {"profile": "self-issued"}}));
+    let report = bad.check().await;
+    only_failure(&report, "credential.current");
+}
+
+#[tokio::test]
+async fn an_unknown_profile_fails_the_profile_check_naming_the_profiles() {
+    let f = Fixture::new(&json!({"api_key": "k-3f9a-unknown-profile", "rotation": {"profile": "nope"}}));
+    let report = f.check().await;
+    let check = only_failure(&report, "profile.resolves");
+    assert!(check.detail.contains("nope") && check.detail.contains("issued, push, self-issued"), "{check:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_admin_secret_fails_the_admin_check() {
+    let f = Fixture::issued();
+    f.store.put_text("provider-admin", "v-broken", "not json", &[stage::CURRENT]);
+    let report = f.check().await;
+    let check = only_failure(&report, "admin.secret");
+    assert!(check.detail.contains("is not a JSON object"), "{check:?}");
+    assert_eq!(status(&report, "credential.current"), Status::Skipped);
+}

@@ -1,5 +1,6 @@
-//! The floor: what the cheapest possible Secrets Manager call and database login cost on these
-//! services, measured through the same proxies as the function's.
+//! The floor: what the cheapest possible Secrets Manager call and database login (for the
+//! API-key function: HTTPS call to OpenBao) cost on these services, measured through the same
+//! proxies as the function's.
 //!
 //! A step can do no better than its own calls and logins at these prices, so the floor of a step
 //! is `calls × secrets_manager_call + logins × login`. The call is a `DescribeSecret` with a warm
@@ -21,6 +22,7 @@ use e2e::TestEnv;
 use e2e::scenarios::Engine;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::report::percentile;
 
@@ -37,15 +39,29 @@ pub struct Floor {
     logins: Vec<Duration>,
 }
 
-/// A bare login to the engine's server through its proxy, as the admin user.
-enum Login {
-    Postgres { config: Box<tokio_postgres::Config>, tls: tokio_postgres_rustls::MakeRustlsConnect },
-    Mysql { opts: mysql_async::Opts },
+/// A bare login to the engine's server through its proxy, as the admin user; for the API-key
+/// function, a bare HTTPS call to OpenBao through its proxy.
+pub enum Login {
+    Postgres {
+        config: Box<tokio_postgres::Config>,
+        tls: tokio_postgres_rustls::MakeRustlsConnect,
+    },
+    Mysql {
+        opts: mysql_async::Opts,
+    },
+    /// A fresh TCP connection (`TCP_NODELAY`) and TLS session to `localhost:port`, verified with
+    /// the test CA, one `GET /v1/auth/token/lookup-self` and its whole answer, then closed: what
+    /// one call of the API-key function's client is (one request per connection).
+    Https {
+        connector: tokio_rustls::TlsConnector,
+        port: u16,
+        token: String,
+    },
 }
 
-impl Floor {
-    /// `client` reaches Secrets Manager through its proxy; `secret_id` is any secret there.
-    pub async fn new(engine: Engine, env: &TestEnv, proxy_port: u16, client: Client, secret_id: &str) -> Result<Self> {
+impl Login {
+    /// The floor's login for a database engine, to its server through the proxy at `proxy_port`.
+    pub async fn database(engine: Engine, env: &TestEnv, proxy_port: u16) -> Result<Self> {
         // Redshift's stand-in users log in with md5, in Redshift's default database.
         let (user, password, dbname) = match engine {
             Engine::Redshift => {
@@ -88,6 +104,19 @@ impl Floor {
                 Login::Mysql { opts }
             }
         };
+        Ok(login)
+    }
+
+    /// The floor's HTTPS call to OpenBao through the proxy at `proxy_port`, with `token`.
+    pub fn openbao(env: &TestEnv, proxy_port: u16, token: &str) -> Result<Self> {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(&env.ca_path)?));
+        Ok(Login::Https { connector, port: proxy_port, token: token.to_owned() })
+    }
+}
+
+impl Floor {
+    /// `client` reaches Secrets Manager through its proxy; `secret_id` is any secret there.
+    pub async fn new(login: Login, client: Client, secret_id: &str) -> Result<Self> {
         let floor = Floor { client, secret_id: secret_id.to_owned(), login, calls: Vec::new(), logins: Vec::new() };
         for _ in 0..WARM_UP {
             floor.call().await?;
@@ -142,9 +171,49 @@ impl Login {
                 let connection = mysql_async::Conn::new(opts.clone()).await.context("MySQL login")?;
                 connection.disconnect().await.context("MySQL close")?;
             }
+            Login::Https { connector, port, token } => https_call(connector, *port, token).await?,
         }
         Ok(())
     }
+}
+
+/// One `GET /v1/auth/token/lookup-self` over a new verified TLS connection; the answer is read
+/// whole (to its `Content-Length`, else to the end) and must be 200.
+async fn https_call(connector: &tokio_rustls::TlsConnector, port: u16, token: &str) -> Result<()> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.context("connect to OpenBao's proxy")?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let mut tls = connector.connect(name, tcp).await.context("TLS handshake with OpenBao")?;
+    let request = format!(
+        "GET /v1/auth/token/lookup-self HTTP/1.1\r\nHost: localhost:{port}\r\nX-Vault-Token: {token}\r\n\
+         Accept: */*\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::with_capacity(4096);
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = match tls.read(&mut buffer).await {
+            Ok(n) => n,
+            // A peer that closes without close_notify: the answer is what arrived.
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(error) => return Err(error).context("read OpenBao's answer"),
+        };
+        answer.extend_from_slice(&buffer[..n]);
+        if n == 0 || complete(&answer) {
+            break;
+        }
+    }
+    let status = answer.get(9..12).and_then(|s| std::str::from_utf8(s).ok());
+    anyhow::ensure!(status == Some("200"), "OpenBao lookup-self answered {:?}", String::from_utf8_lossy(&answer));
+    Ok(())
+}
+
+/// Whether `answer` holds a whole HTTP answer with a `Content-Length`.
+fn complete(answer: &[u8]) -> bool {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok());
+    length.is_some_and(|length: usize| answer.len() >= end + 4 + length)
 }
 
 fn tls_config(ca_path: &str) -> Result<rustls::ClientConfig> {

@@ -22,13 +22,15 @@ pub struct FunctionSetup {
     /// Secrets Manager's endpoint as the function sees it (the counting proxy).
     pub aws_endpoint: String,
     pub ca_path: String,
+    /// What this function needs besides (the API-key function's profiles).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl FunctionSetup {
     /// The environment of `start_functions` in `services.rs` (logs at INFO here), plus what
     /// Lambda itself sets.
     fn environment(&self, runtime_api: &RuntimeApi) -> Vec<(&'static str, String)> {
-        vec![
+        let mut environment = vec![
             ("AWS_LAMBDA_RUNTIME_API", runtime_api.address.to_string()),
             ("AWS_LAMBDA_FUNCTION_NAME", self.name.to_owned()),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
@@ -40,7 +42,9 @@ impl FunctionSetup {
             ("AWS_SECRET_ACCESS_KEY", "test".into()),
             ("CA_BUNDLE_PATH", self.ca_path.clone()),
             ("CONNECT_TIMEOUT_SECONDS", "3".into()),
-        ]
+        ];
+        environment.extend(self.extra_env.iter().cloned());
+        environment
     }
 
     fn spawn(&self, runtime_api: &RuntimeApi, log: Option<&Path>) -> Result<Child> {

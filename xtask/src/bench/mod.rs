@@ -1,29 +1,50 @@
 //! `cargo xtask bench [--check] [--secrets N] [--json PATH]`: the real job, measured.
 //!
-//! Per engine (PostgreSQL, then MariaDB), the release binary rotates N secrets end to end
-//! against the local services, and the same run measures the floor each step is held to:
+//! Per engine (PostgreSQL, MariaDB, Redshift's stand-in, then the API-key function rotating
+//! OpenBao tokens), the release binary rotates N secrets end to end against the local services,
+//! and the same run measures the floor each step is held to:
 //!
 //! ```text
 //!   bench ── events ──> runtime API ──────> function process (release binary, one per engine)
 //!                       (runtime_api.rs)     (function.rs)       │                    │
 //!                                                   counting proxy (proxy.rs)   counting proxy
 //!                                                   x-amz-target headers        connections = logins
-//!                                                        │                           │
+//!                                                        │                      (or HTTP calls)
 //!                                                   LocalStack               PostgreSQL / MariaDB
+//!                                                                            / OpenBao (HTTPS)
 //! ```
 //!
 //! 1. Build the release binaries and start the services (`Services::start`).
-//! 2. Create N users and secrets whose host is the database proxy (`rotation.rs`).
+//! 2. Create N users and secrets whose host is the database proxy (`rotation.rs`); for the
+//!    API-key function, each secret and its OpenBao tokens just before its rotation
+//!    (`api_key.rs`).
 //! 3. Init time: spawn to first request for work, over fresh processes (`function.rs`).
 //! 4. Rotate each secret through one long-lived process, timing and counting every step; before
 //!    each invocation, sample the floor (`floor.rs`): a bare Secrets Manager call and a bare TLS
-//!    login through the same proxies.
+//!    login (API key: a bare HTTPS call) through the same proxies.
 //! 5. Report (`report.rs`): a table, a JSON document, and with `--check` the verdict.
+//!
+//! A step's floor is `Secrets Manager calls × call floor + logins × login floor`, both counted
+//! in the step itself. For the API-key function the "logins" are its HTTP calls to OpenBao (its
+//! client opens one connection per call, counted by a proxy in front of OpenBao), and the login
+//! floor is one fresh verified TLS connection (rustls, the test CA, `TCP_NODELAY`) carrying one
+//! `GET /v1/auth/token/lookup-self` and its answer. So createSecret's floor is its Secrets
+//! Manager calls (6: the secret's versions and value, the admin secret, the pending checks,
+//! `PutSecretValue`) plus its `list`, one `lookup` per token in the server (3, see `api_key.rs`)
+//! and its `issue`; setSecret's is its reads alone (nothing is pushed); testSecret's its reads
+//! plus one `test` call; finishSecret's its reads, the revocation of the `AWSPREVIOUS` token
+//! and the stage move. Every OpenBao call is priced as a `lookup-self`, which is the cheapest of them
+//! (issue and revoke write to OpenBao's storage): the floor is a lower bound.
+//!
+//! `--check` fails a step whose median is over its engine's limit × its floor:
+//! `report::CHECK_MAX_RATIO` for the databases, `report::API_KEY_MAX_RATIO` for the API-key
+//! function.
 //!
 //! The floor has to be measured by optimized code, as the functions are built, and `cargo xtask`
 //! is not (unoptimized, a SCRAM login's 4096 PBKDF2 rounds alone take ~100 ms). So the bench
 //! first runs itself again from an optimized build of xtask (`OPTIMIZED`, in `target/xtask-bench/`).
 
+mod api_key;
 mod floor;
 mod function;
 mod proxy;
@@ -42,10 +63,10 @@ use e2e::{STEPS, TestEnv};
 
 use crate::services::{Services, workspace_root};
 use crate::tools::{self, progress};
-use floor::Floor;
+use floor::{Floor, Login};
 use function::FunctionSetup;
 use proxy::CountingProxy;
-use report::{CHECK_MAX_RATIO, EngineResult, StepResult};
+use report::{API_KEY_MAX_RATIO, CHECK_MAX_RATIO, EngineResult, StepResult};
 
 pub const USAGE: &str = "usage: cargo xtask bench [--check] [--secrets N] [--json PATH]";
 const DEFAULT_SECRETS: usize = 20;
@@ -63,7 +84,7 @@ const OPTIMIZED: &[&str] = &[
 ];
 
 struct Options {
-    /// Fail when a step's median is over `CHECK_MAX_RATIO` × its floor.
+    /// Fail when a step's median is over its engine's limit × its floor.
     check: bool,
     secrets: usize,
     json: PathBuf,
@@ -109,7 +130,7 @@ pub async fn run(args: &[String]) -> Result<ExitCode> {
     tools::run(
         Command::new(env!("CARGO"))
             .args(["build", "--release", "--quiet", "-p", "postgres-rotation", "-p", "mysql-rotation"])
-            .args(["-p", "redshift-rotation"])
+            .args(["-p", "redshift-rotation", "-p", api_key::FUNCTION])
             .current_dir(workspace_root()),
         "cargo build --release",
     )?;
@@ -162,17 +183,21 @@ fn report(options: &Options, engines: &[EngineResult], took: Duration) -> Result
         return Ok(ExitCode::SUCCESS);
     }
     if failures.is_empty() {
-        println!("check passed: every step's median is within {CHECK_MAX_RATIO}× its floor");
+        println!(
+            "check passed: every step's median is within its engine's limit × its floor \
+             ({CHECK_MAX_RATIO}× for the databases, {API_KEY_MAX_RATIO}× for the API-key function)"
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("\ncheck failed: step medians over {CHECK_MAX_RATIO}× their floor:");
+    println!("\ncheck failed: step medians over their engine's limit × their floor:");
     for failure in &failures {
         println!("  {failure}");
     }
     Ok(ExitCode::FAILURE)
 }
 
-/// Both engines, one after the other, with one Secrets Manager proxy for both.
+/// The engines, one after the other, then the API-key function, with one Secrets Manager proxy
+/// for all.
 async fn measure(options: &Options, services: &Services) -> Result<Vec<EngineResult>> {
     let localstack: SocketAddr =
         services.env.aws_endpoint.trim_start_matches("http://").parse().context("LocalStack's address")?;
@@ -181,6 +206,7 @@ async fn measure(options: &Options, services: &Services) -> Result<Vec<EngineRes
     for db in [Engine::Postgres, Engine::Mysql, Engine::Redshift] {
         engines.push(bench_engine(db, options, services, &secrets_manager).await?);
     }
+    engines.push(api_key::bench(options.secrets, services, &secrets_manager).await?);
     Ok(engines)
 }
 
@@ -205,7 +231,8 @@ async fn bench_engine(
     progress(&format!("{title}: creating {} users and their secrets", options.secrets));
     let secrets = rotation::create_secrets(db, env, &client, database.port, options.secrets).await?;
 
-    let mut floor = Floor::new(db, env, database.port, proxied_client, &secrets[0].arn).await?;
+    let login = Login::database(db, env, database.port).await?;
+    let mut floor = Floor::new(login, proxied_client, &secrets[0].arn).await?;
 
     let binary = target_dir().join("release").join(db.function());
     let setup = FunctionSetup {
@@ -213,6 +240,7 @@ async fn bench_engine(
         binary: binary.clone(),
         aws_endpoint: proxied_endpoint,
         ca_path: env.ca_path.clone(),
+        extra_env: Vec::new(),
     };
     progress(&format!("{title}: init time over {} spawns", function::INIT_RUNS));
     let init = setup.init_time().await?;
@@ -245,6 +273,8 @@ async fn bench_engine(
         call_floor,
         login_floor,
         floor_samples: floor.samples(),
+        login_label: "logins",
+        max_ratio: CHECK_MAX_RATIO,
         steps: STEPS
             .iter()
             .zip(&samples)

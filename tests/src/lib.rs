@@ -825,3 +825,37 @@ impl TestEnv {
         (field("client_token"), field("accessor"))
     }
 }
+
+/// As [`invoke_raw`], and the function's answer: its JSON result (`null` for a rotation step,
+/// the report for `{"Action": "check", ...}`), or its error.
+pub async fn invoke_for_answer(
+    env: &TestEnv,
+    function: &str,
+    event: &serde_json::Value,
+) -> Result<serde_json::Value, FunctionError> {
+    let url = format!("{}/2015-03-31/functions/{function}/invocations", env.lambda_url);
+    let (function, event) = (function.to_owned(), event.clone());
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(180)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response =
+            agent.post(&url).send_json(&event).unwrap_or_else(|e| panic!("invoke {function} at {url}: {e}"));
+        let status = response.status();
+        let body: serde_json::Value = response
+            .body_mut()
+            .read_json()
+            .unwrap_or_else(|e| panic!("{function} answered {status} with no JSON: {e}"));
+        if status.is_success() && body.get("errorType").is_none() {
+            return Ok(body);
+        }
+        Err(FunctionError {
+            error_type: body["errorType"].as_str().unwrap_or_default().to_owned(),
+            message: body["errorMessage"].as_str().unwrap_or_default().to_owned(),
+        })
+    })
+    .await
+    .expect("invocation thread")
+}

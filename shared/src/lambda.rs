@@ -7,7 +7,9 @@ use crate::{Error, Rotator, SecretsManager};
 
 /// The whole `main` of a rotation function: logging, then `build` makes the rotation (settings
 /// and clients, once per process), then the Secrets Manager client, then events are served.
-/// A `build` error stops the function at start, logged with the variable it names.
+/// A `build` error stops the function at start, logged with the variable it names. A rotation
+/// step answers `null`; an operator's `{"Action": "check", "SecretId": "..."}` answers the
+/// check's report ([`crate::check::Report`]) as the invocation's JSON result.
 pub async fn serve<R: Rotation>(build: impl FnOnce() -> Result<R, Error>) -> Result<(), lambda_runtime::Error> {
     init_logging();
     let rotation = build().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;

@@ -344,6 +344,29 @@ mod tests {
         assert!(failed["error"].as_str().unwrap().contains(unknown), "{failed}");
     }
 
+    #[tokio::test]
+    async fn a_check_logs_one_line_with_the_counts_and_no_value() {
+        let captured = Captured::start();
+        let (rotator, arn) = rotator();
+        let invoke = tracing::info_span!("Lambda runtime invoke", requestId = "req-check");
+        let report = rotator.handle(json!({"Action": "check", "SecretId": arn})).instrument(invoke).await.unwrap();
+        let lines = captured.lines();
+        let finished: Vec<&Value> = lines.iter().filter(|l| l["message"] == "check finished").collect();
+        assert_eq!(finished.len(), 1, "{lines:#?}");
+        let line = finished[0];
+        assert_eq!(line["requestId"], "req-check");
+        assert_eq!(line["engine"], FakeTarget::ENGINE.label);
+        // The rotation the fixture started left AWSPENDING on a version: that check fails.
+        assert_eq!(line["outcome"], "failed");
+        assert_eq!(line["failed"], 1, "{line}");
+        assert_eq!(line["failedChecks"], "rotation.pending", "{line}");
+        let checks = report["checks"].as_array().unwrap();
+        let count = |status: &str| checks.iter().filter(|c| c["status"] == status).count() as u64;
+        assert_eq!(line["passed"], count("passed"), "{line}");
+        assert_eq!(line["skipped"], count("skipped"), "{line}");
+        assert!(lines.iter().all(|l| l.get("step").is_none()), "a check is no rotation step: {lines:#?}");
+    }
+
     #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");

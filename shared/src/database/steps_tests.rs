@@ -1378,3 +1378,18 @@ async fn a_malformed_check_event_is_an_invalid_event_naming_the_field() {
         assert_eq!(rotating.rotator.handle(rotating.event(step, TOKEN)).await.unwrap(), Value::Null, "{step}");
     }
 }
+
+#[tokio::test]
+async fn a_dual_password_strategy_on_a_server_without_them_fails_its_check() {
+    let f = Fixture::not_rotating();
+    f.store.put_value(
+        &f.arn,
+        "v-dual",
+        &json!({"host": HOST, "username": USER, "password": OLD_PASSWORD, "rotation_strategy": "dual-password"}),
+        &[stage::CURRENT],
+    );
+    let report = checked(&f).await;
+    let check = only_failure(&report, "target.dual_password");
+    assert!(check.detail.contains("no dual passwords"), "{check:?}");
+    assert!(report.get("secret.strategy").unwrap().detail.contains("rotation_strategy field"), "{report:#?}");
+}

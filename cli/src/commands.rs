@@ -203,14 +203,10 @@ fn show_report(ui: &Ui, report: &Report) {
     }
 }
 
-/// The engine's preflight, with `current.login` added when it does not try the current credentials yet.
+/// The engine's preflight, as the function would run it.
 async fn preflight<K: Kind>(ctx: &Ctx<'_>, secret: &str) -> Result<Report, Failure> {
     let rotator = Rotator::new(ctx.store.clone(), K::build()?);
-    let mut report = rotator.check(secret).await;
-    if !kinds::has_login_check(&report) && report.checks.iter().all(|c| c.status != Status::Failed) {
-        K::current_login(&ctx.store, secret, &mut report).await;
-    }
-    Ok(report)
+    Ok(rotator.check(secret).await)
 }
 
 fn report_result(report: Report) -> Result<Value, Failure> {

@@ -289,6 +289,22 @@ impl<H: Transport> ApiKeyRotation<H> {
             "secret.parses",
             format!("AWSCURRENT holds a key in `{}` for profile {}", profile.key_field, profile.name),
         );
+        let fields = current.fields();
+        let missing: Vec<String> = profile
+            .fields_used()
+            .into_iter()
+            .filter(|(field, _)| fields.get(field).is_none_or(Value::is_null))
+            .map(|(field, call)| format!("`{}` (read by the `{call}` call)", rotation::shown(&field)))
+            .collect();
+        if missing.is_empty() {
+            report.passed("secret.fields", format!("AWSCURRENT has every field profile {}'s calls read", profile.name));
+        } else {
+            report.failed(
+                "secret.fields",
+                format!("AWSCURRENT lacks field {}", missing.join(", ")),
+                "add the fields to the AWSCURRENT value (`aws secretsmanager put-secret-value`)",
+            );
+        }
         let admin = match &profile.admin_secret {
             None => {
                 report.skipped("admin.secret", format!("profile {} has no admin secret", profile.name));

@@ -523,3 +523,14 @@ async fn an_unreadable_admin_secret_fails_the_admin_check() {
     assert!(check.detail.contains("is not a JSON object"), "{check:?}");
     assert_eq!(status(&report, "credential.current"), Status::Skipped);
 }
+
+#[tokio::test]
+async fn a_secret_missing_a_field_a_call_reads_fails_the_fields_check() {
+    let f = Fixture::new(&json!({"password": "first-password", "rotation": {"profile": "push"}}));
+    let report = f.check().await;
+    let failed: Vec<&str> =
+        report.checks.iter().filter(|c| c.status == Status::Failed).map(|c| c.name.as_str()).collect();
+    assert!(failed.contains(&"secret.fields"), "{report:#?}");
+    let check = report.get("secret.fields").unwrap();
+    assert!(check.detail.contains("`username`") && check.detail.contains("`test` call"), "{check:?}");
+}

@@ -403,8 +403,6 @@ async fn a_secret_without_its_key_field_is_refused() {
 /// A push profile needs `{field.username}`: the secret without it is refused, and the service
 /// is not called with a half-rendered request.
 #[tokio::test]
-#[ignore = "the function stores a pending value for it: createSecret does not check the fields the \
-            profile's calls need, setSecret is the first to refuse it (see the next test)"]
 async fn a_push_secret_without_its_username_is_refused_before_anything_is_stored() {
     let hidden = random_password();
     let value = json!({ "rotation": { "profile": "openbao-userpass" }, "api_key": hidden });

@@ -69,6 +69,19 @@ impl<H: Transport> Rotation for ApiKeyRotation<H> {
                 },
             ));
         }
+        if let Some((field, call)) = missing_fields(profile, &loaded.current).into_iter().next() {
+            return Err(invalid(
+                step,
+                stage::CURRENT,
+                SecretProblem::FieldRule {
+                    field,
+                    rule: format!(
+                        "is missing (or not a string or number): the `{call}` call of profile {} reads it",
+                        profile.name
+                    ),
+                },
+            ));
+        }
         if profile.mode == Mode::Issued {
             // Before the pending check, so every createSecret also revokes what earlier ones left.
             self.revoke_orphans(step, &loaded).await?;
@@ -289,11 +302,8 @@ impl<H: Transport> ApiKeyRotation<H> {
             "secret.parses",
             format!("AWSCURRENT holds a key in `{}` for profile {}", profile.key_field, profile.name),
         );
-        let fields = current.fields();
-        let missing: Vec<String> = profile
-            .fields_used()
+        let missing: Vec<String> = missing_fields(profile, &current)
             .into_iter()
-            .filter(|(field, _)| fields.get(field).is_none_or(Value::is_null))
             .map(|(field, call)| format!("`{}` (read by the `{call}` call)", rotation::shown(&field)))
             .collect();
         if missing.is_empty() {
@@ -673,6 +683,17 @@ impl<H: Transport> ApiKeyRotation<H> {
         }
         Ok(())
     }
+}
+
+/// The fields the profile's calls read (`{field.NAME}`) that `secret` lacks, each with the first
+/// call that reads it. A field must be a string or a number to fill a placeholder.
+fn missing_fields(profile: &Profile, secret: &KeySecret) -> Vec<(String, &'static str)> {
+    let fields = secret.fields();
+    profile
+        .fields_used()
+        .into_iter()
+        .filter(|(field, _)| !matches!(fields.get(field), Some(Value::String(_) | Value::Number(_))))
+        .collect()
 }
 
 /// The placeholders' values for a call about `secret`: its id, and `value` when the call sends a key.

@@ -394,11 +394,13 @@ async fn a_self_issued_key_has_the_profiles_format_and_keeps_the_plain_shape() {
 async fn a_secret_missing_what_a_call_needs_is_refused_before_anything_is_stored() {
     let f = Fixture::new(&json!({"password": "first-password", "rotation": {"profile": "push"}}));
     f.store.start_rotation(&f.arn, TOKEN);
-    f.step("createSecret", TOKEN).await.unwrap();
-    let err = f.step("setSecret", TOKEN).await.unwrap_err();
+    let before = f.store.secret(&f.arn);
+    let err = f.step("createSecret", TOKEN).await.unwrap_err();
     assert_eq!(err.error_type(), "Permanent.InvalidSecret");
-    assert!(err.to_string().contains("username"), "{err}");
+    assert!(err.to_string().contains("field `username` is missing"), "{err}");
+    assert!(err.to_string().contains("`test` call of profile push reads it"), "{err}");
     assert!(!err.to_string().contains("first-password"));
+    assert_eq!(f.store.secret(&f.arn), before, "nothing is stored");
     assert!(f.provider.password("svc").is_none(), "nothing was pushed");
 }
 

@@ -532,8 +532,13 @@ impl Call {
         Ok(Request { profile: profile.name.clone(), call: call_name, method: self.method.clone(), url, headers, body })
     }
 
-    /// The secret fields (`{field.NAME}`) this call reads.
-    pub fn fields_used(&self) -> Vec<String> {
+    /// Whether the call reads the admin secret (`{admin.NAME}`).
+    pub fn uses_admin(&self) -> bool {
+        self.templates().into_iter().flat_map(Template::slots).any(|slot| matches!(slot, Slot::Admin(_)))
+    }
+
+    /// Every template of the call: path, headers, basic auth, body strings.
+    fn templates(&self) -> Vec<&Template> {
         let mut templates: Vec<&Template> = vec![&self.path];
         templates.extend(self.headers.iter().map(|(_, template)| template));
         if let Some((username, password)) = &self.basic_auth {
@@ -544,7 +549,13 @@ impl Call {
             body.templates("", &mut in_body);
         }
         templates.extend(in_body.into_iter().map(|(_, template)| template));
-        let mut fields: Vec<String> = templates
+        templates
+    }
+
+    /// The secret fields (`{field.NAME}`) this call reads.
+    pub fn fields_used(&self) -> Vec<String> {
+        let mut fields: Vec<String> = self
+            .templates()
             .into_iter()
             .flat_map(Template::slots)
             .filter_map(|slot| match slot {

@@ -54,7 +54,8 @@ impl<H: Transport> Rotation for ApiKeyRotation<H> {
     const LABEL: &'static str = "API key";
 
     async fn create_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
-        let loaded = self.load(step).await?;
+        let loaded =
+            self.load(step, |p| vec![p.issue.as_ref(), p.revoke.as_ref(), list_call(p), lookup_call(p)]).await?;
         let profile = loaded.profile;
         if profile.mode == Mode::Issued && loaded.current.is_plain() {
             return Err(invalid(
@@ -82,11 +83,13 @@ impl<H: Transport> Rotation for ApiKeyRotation<H> {
                 },
             ));
         }
+        let pending_stored = step.value(stage::PENDING).await?.is_some();
         if profile.mode == Mode::Issued {
-            // Before the pending check, so every createSecret also revokes what earlier ones left.
-            self.revoke_orphans(step, &loaded).await?;
+            // Before returning for a stored value, so every createSecret also revokes what
+            // earlier ones left.
+            self.revoke_orphans(step, &loaded, pending_stored).await?;
         }
-        if step.value(stage::PENDING).await?.is_some() {
+        if pending_stored {
             info!(profile = %profile.name, "a pending value for this token exists already");
             return Ok(());
         }
@@ -110,7 +113,7 @@ impl<H: Transport> Rotation for ApiKeyRotation<H> {
     }
 
     async fn set_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
-        let loaded = self.load(step).await?;
+        let loaded = self.load(step, |p| vec![p.test.as_ref(), p.push.as_ref()]).await?;
         let profile = loaded.profile;
         let Some(push) = &profile.push else {
             info!(profile = %profile.name, mode = ?profile.mode, "nothing to set: the service reads the secret or issued the key");
@@ -144,7 +147,7 @@ impl<H: Transport> Rotation for ApiKeyRotation<H> {
     }
 
     async fn test_secret<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
-        let loaded = self.load(step).await?;
+        let loaded = self.load(step, |p| vec![p.test.as_ref()]).await?;
         let profile = loaded.profile;
         let pending = self.load_pending(step, &loaded).await?;
         if profile.test.is_none() {
@@ -191,7 +194,7 @@ impl<H: Transport> Rotation for ApiKeyRotation<H> {
     /// Issued keys: the key that is about to fall off `AWSPREVIOUS` is revoked, so that only the
     /// keys staged `AWSCURRENT`, `AWSPREVIOUS` and `AWSPENDING` are valid at the provider.
     async fn before_finish<S: SecretStore>(&self, step: &StepContext<'_, S>) -> Result<(), Error> {
-        let loaded = self.load(step).await?;
+        let loaded = self.load(step, |p| vec![p.revoke.as_ref(), list_call(p), lookup_call(p)]).await?;
         let profile = loaded.profile;
         if profile.mode != Mode::Issued {
             return Ok(());
@@ -398,8 +401,13 @@ impl<H: Transport> ApiKeyRotation<H> {
         }
     }
 
-    /// The current version, the profile it names and the profile's admin secret.
-    async fn load<'p, S: SecretStore>(&'p self, step: &StepContext<'_, S>) -> Result<Loaded<'p>, Error> {
+    /// The current version, the profile it names and, when one of the step's `calls` reads it,
+    /// the profile's admin secret.
+    async fn load<'p, S: SecretStore>(
+        &'p self,
+        step: &StepContext<'_, S>,
+        calls: impl Fn(&Profile) -> Vec<Option<&Call>>,
+    ) -> Result<Loaded<'p>, Error> {
         let text = step.required_value(stage::CURRENT).await?;
         let name = profile_name(&text).map_err(|problem| invalid(step, stage::CURRENT, problem))?;
         let profile = self
@@ -407,9 +415,10 @@ impl<H: Transport> ApiKeyRotation<H> {
             .get(name.as_deref())
             .map_err(|rule| invalid(step, stage::CURRENT, SecretProblem::Rule { field: "rotation.profile", rule }))?;
         let current = KeySecret::parse(&text, profile).map_err(|problem| invalid(step, stage::CURRENT, problem))?;
+        let needs_admin = calls(profile).into_iter().flatten().any(Call::uses_admin);
         let admin = match &profile.admin_secret {
-            None => None,
-            Some(id) => Some(self.load_admin(step.store, profile, id).await?),
+            Some(id) if needs_admin => Some(self.load_admin(step.store, profile, id).await?),
+            _ => None,
         };
         Ok(Loaded { profile, current, admin })
     }
@@ -659,13 +668,13 @@ impl<H: Transport> ApiKeyRotation<H> {
         &self,
         step: &StepContext<'_, S>,
         loaded: &Loaded<'_>,
+        pending_stored: bool,
     ) -> Result<(), Error> {
         let profile = loaded.profile;
         if profile.list.is_none() {
             return Ok(());
         }
         let arn = step.secret_arn();
-        let pending_stored = step.value(stage::PENDING).await?.is_some();
         let keep: Vec<String> = step
             .versions
             .stages
@@ -683,6 +692,14 @@ impl<H: Transport> ApiKeyRotation<H> {
         }
         Ok(())
     }
+}
+
+fn list_call(profile: &Profile) -> Option<&Call> {
+    profile.list.as_ref().map(|list| &list.call)
+}
+
+fn lookup_call(profile: &Profile) -> Option<&Call> {
+    profile.list.as_ref().and_then(|list| list.lookup.as_ref())
 }
 
 /// The fields the profile's calls read (`{field.NAME}`) that `secret` lacks, each with the first

@@ -536,3 +536,19 @@ async fn a_secret_missing_a_field_a_call_reads_fails_the_fields_check() {
     let check = report.get("secret.fields").unwrap();
     assert!(check.detail.contains("`username`") && check.detail.contains("`test` call"), "{check:?}");
 }
+
+#[tokio::test]
+async fn each_step_reads_only_what_it_needs() {
+    let f = Fixture::issued();
+    f.store.start_rotation(&f.arn, TOKEN);
+    let mut reads = Vec::new();
+    for step in STEPS {
+        let before = f.store.calls().len();
+        f.step(step, TOKEN).await.unwrap();
+        let calls = f.store.calls()[before..].to_vec();
+        reads.push(calls.iter().filter(|op| **op == StoreOp::GetValue).count());
+    }
+    // createSecret: current, admin, pending (once); setSecret and testSecret make no admin call:
+    // current (and pending); finishSecret: current, admin, previous.
+    assert_eq!(reads, [3, 1, 2, 3], "GetSecretValue calls per step");
+}

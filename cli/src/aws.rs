@@ -194,17 +194,16 @@ fn stage_order(stage: &str) -> u8 {
     }
 }
 
-/// How long ago `date` was, for people: "4 minutes ago".
+/// When `date` is from now, for people: "4 minutes ago", "in 30 days".
 pub fn ago(date: &DateTime) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64);
-    let Ok(now) = now else { return String::new() };
-    let seconds = (now - date.secs()).max(0);
-    match seconds {
-        0..=119 => format!("{seconds} seconds ago"),
-        120..=7199 => format!("{} minutes ago", seconds / 60),
-        7200..=172_799 => format!("{} hours ago", seconds / 3600),
-        _ => format!("{} days ago", seconds / 86_400),
-    }
+    let seconds = ago_seconds(date);
+    let span = |s: i64| match s {
+        0..=119 => format!("{s} seconds"),
+        120..=7199 => format!("{} minutes", s / 60),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    };
+    if seconds >= 0 { format!("{} ago", span(seconds)) } else { format!("in {}", span(-seconds)) }
 }
 
 /// Seconds since `date`.

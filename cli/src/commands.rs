@@ -466,13 +466,9 @@ async fn cancel<K: Kind>(ctx: &Ctx<'_>, secret: &str) -> Result<Value, Failure> 
     let report = preflight::<K>(ctx, secret).await?;
     show_report(ui, &report);
     let report_doc = serde_json::to_value(&report).unwrap_or(Value::Null);
-    if !kinds::proves_current(&report) {
-        let failed: Vec<_> = report
-            .checks
-            .iter()
-            .filter(|c| c.status == Status::Failed)
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
+    let blocking = kinds::blocking_failures(&report);
+    if !blocking.is_empty() {
+        let failed: Vec<_> = blocking.iter().map(|c| format!("{}: {}", c.name, c.detail)).collect();
         return Err(Failure::new(
             FAILED,
             format!(
@@ -483,6 +479,10 @@ async fn cancel<K: Kind>(ctx: &Ctx<'_>, secret: &str) -> Result<Value, Failure> 
         )
         .with_doc(json!({"secret": before.name, "version": version.id, "cancelled": false, "preflight": report_doc})));
     }
+    ui.line(
+        "AWSCURRENT works (no check of the target or the current credentials failed; rotation.pending is the \
+         rotation being cancelled)",
+    );
     ctx.store.move_stage(&before.arn, stage::PENDING, None, Some(&version.id)).await?;
     let after = SecretState::read(&ctx.client, secret).await?;
     show_stages(ui, "after", &after);

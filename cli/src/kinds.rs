@@ -39,14 +39,20 @@ fn about_current(name: &str) -> bool {
     name.starts_with("target.") || name.starts_with("current.") || name == "credential.current"
 }
 
-/// Whether a report proves that the target accepts `AWSCURRENT`: no failed check about the
+/// The failed checks that keep a report from proving that the target accepts `AWSCURRENT`: a
+/// report proves it with no failed check about the
 /// target or the current credentials (`target.*`, `credential.current`, `current.*`), or, when
 /// none of those ran, no failed check at all.
-pub fn proves_current(report: &Report) -> bool {
+pub fn blocking_failures(report: &Report) -> Vec<&rotation::check::Check> {
     use rotation::check::Status;
     let relevant: Vec<_> =
         report.checks.iter().filter(|c| about_current(&c.name) && c.status != Status::Skipped).collect();
-    if relevant.is_empty() { report.passed } else { relevant.iter().all(|c| c.status != Status::Failed) }
+    let failed = |c: &&rotation::check::Check| c.status == Status::Failed;
+    if relevant.is_empty() {
+        report.checks.iter().filter(failed).collect()
+    } else {
+        relevant.into_iter().filter(failed).collect()
+    }
 }
 
 #[cfg(test)]
@@ -57,12 +63,12 @@ mod tests {
     fn the_target_and_current_checks_decide_else_the_whole_report() {
         let mut report = Report::new("s", "PostgreSQL");
         report.passed("secret.describe", "ok");
-        assert!(proves_current(&report));
+        assert!(blocking_failures(&report).is_empty());
         report.failed("secret.rotation", "no function", "attach one");
-        assert!(!proves_current(&report), "with no target check, the report must pass");
+        assert!(!blocking_failures(&report).is_empty(), "with no target check, the report must pass");
         report.passed("credential.current", "logs in");
-        assert!(proves_current(&report), "a passed login check decides");
+        assert!(blocking_failures(&report).is_empty(), "a passed login check decides");
         report.failed("target.tls", "bad certificate", "fix it");
-        assert!(!proves_current(&report));
+        assert!(!blocking_failures(&report).is_empty());
     }
 }

@@ -245,3 +245,36 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_field_names_the_engine() {
+        for (field, engine) in [
+            ("postgres", Engine::Postgres),
+            ("aurora-postgresql", Engine::Postgres),
+            ("mysql", Engine::Mysql),
+            ("mariadb", Engine::Mysql),
+            ("aurora-mysql", Engine::Mysql),
+            ("redshift", Engine::Redshift),
+        ] {
+            assert_eq!(Engine::from_field(field), Some(engine), "{field}");
+        }
+        assert_eq!(Engine::from_field("oracle"), None);
+    }
+
+    #[test]
+    fn the_arguments_parse() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli =
+            Cli::try_parse_from(["rotation", "rotate", "s", "--engine", "api-key", "--resume", "--json"]).unwrap();
+        assert!(cli.global.json);
+        assert!(matches!(
+            cli.command,
+            Command::Rotate { resume: true, engine: EngineArg { engine: Some(Engine::ApiKey) }, .. }
+        ));
+    }
+}

@@ -85,6 +85,15 @@ pub async fn plan(ctx: &Ctx<'_>, secret: &str, engine: Engine) -> Result<Value, 
     }))
 }
 
+fn tls(mode: rotation::TlsMode) -> &'static str {
+    match mode {
+        rotation::TlsMode::Disable => "plain text (no TLS)",
+        rotation::TlsMode::Require => "TLS, certificate not checked (require)",
+        rotation::TlsMode::VerifyCa => "TLS, chain verified (verify-ca)",
+        rotation::TlsMode::VerifyFull => "TLS, chain and host name verified (verify-full)",
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Sql {
     Postgres,
@@ -128,7 +137,7 @@ fn database<T: Target>(secret_id: &str, text: &rotation::SecretString, sql: Sql)
             "engine".to_owned(),
             format!("{} ({})", engine.label, secret.engine.as_deref().unwrap_or("no `engine` field")),
         ),
-        ("server".to_owned(), format!("{server}, TLS {:?}", secret.tls)),
+        ("server".to_owned(), format!("{server}, {}", tls(secret.tls))),
         ("user".to_owned(), user.clone()),
         ("password".to_owned(), mask(secret.password.expose_secret())),
     ];

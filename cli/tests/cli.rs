@@ -267,6 +267,12 @@ async fn cancel_is_refused_when_the_current_password_no_longer_logs_in() {
     let run = rotation(&f.env, &["cancel", &f.secret]).await;
     run.assert_code(1);
     assert!(run.stderr.contains("refused to cancel") && run.stderr.contains("rotation resume"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("credential.current: the AWSCURRENT password"),
+        "names the failed login: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("rotation.pending:"), "the rotation being cancelled is no reason: {}", run.stderr);
     run.assert_hides(&[&f.password, "changed-behind-the-back"]);
     let stages = f.stages().await;
     assert!(labels(&stages, &token).contains(&"AWSPENDING".to_owned()), "the label stays: {stages:?}");

@@ -32,8 +32,13 @@ impl Run {
 }
 
 async fn rotation(env: &TestEnv, args: &[&str]) -> Run {
+    rotation_with(env, args, &[]).await
+}
+
+async fn rotation_with(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Run {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_rotation"))
         .args(args)
+        .envs(vars.iter().copied())
         .env("AWS_ENDPOINT_URL", &env.aws_endpoint)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -318,4 +323,25 @@ async fn check_passes_locally_and_fails_with_a_wrong_current_password() {
     run.assert_hides(&[&f.password, "not-what-the-secret-says"]);
     let doc = rotation(&f.env, &["check", &f.secret, "--json"]).await.assert_code(1).json();
     assert_eq!(doc["passed"], false, "{doc}");
+}
+
+#[tokio::test]
+async fn check_via_the_function_prints_the_report_it_answers() {
+    let f = Fixture::new(Db::Postgres, json!({})).await;
+    // `cargo lambda watch` serves Lambda's Invoke API for the functions it runs.
+    let lambda = [("AWS_ENDPOINT_URL_LAMBDA", f.env.lambda_url.as_str())];
+    let args = ["check", &f.secret, "--via-function", "postgres-rotation", "--json"];
+    let doc = rotation_with(&f.env, &args, &lambda).await.assert_code(0).json();
+    assert_eq!(doc["passed"], true, "{doc}");
+    assert_eq!(doc["engine"], "PostgreSQL");
+    let passed = |doc: &Value, name: &str| {
+        doc["checks"].as_array().unwrap().iter().any(|c| c["name"] == name && c["status"] == "passed")
+    };
+    assert!(passed(&doc, "credential.current"), "{doc}");
+
+    f.env.set_role_password(&f.user, "not-what-the-secret-says").await;
+    let run = rotation_with(&f.env, &args[..4], &lambda).await;
+    run.assert_code(1);
+    assert!(run.stdout.contains("credential.current") && run.stdout.contains("FAILED"), "{}", run.stdout);
+    run.assert_hides(&[&f.password, "not-what-the-secret-says"]);
 }

@@ -281,12 +281,9 @@ fn database<T: Target>(secret_id: &str, text: &rotation::SecretString, sql: Sql)
     })
 }
 
-/// `POST https://host:443/path`: the method from the call's Debug form (the only place the
-/// profile module shows it), the URL without query, placeholders by name.
+/// `POST https://host:443/path`: the URL without query, placeholders by name.
 fn call(call: &api_key_rotation::profile::Call, profile: &api_key_rotation::profile::Profile) -> String {
-    let debug = format!("{call:?}");
-    let method = debug.split("method: \"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("?").to_owned();
-    format!("{method} {}", call.url_for_errors(profile))
+    format!("{} {}", call.method(), call.url_for_errors(profile))
 }
 
 fn api_key(text: &rotation::SecretString) -> Result<Plan, Failure> {

@@ -532,6 +532,11 @@ impl Call {
         Ok(Request { profile: profile.name.clone(), call: call_name, method: self.method.clone(), url, headers, body })
     }
 
+    /// The HTTP method, as the profile gives it (`GET`, `LIST`…).
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
     /// Whether the call reads the admin secret (`{admin.NAME}`).
     pub fn uses_admin(&self) -> bool {
         self.templates().into_iter().flat_map(Template::slots).any(|slot| matches!(slot, Slot::Admin(_)))

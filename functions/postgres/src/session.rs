@@ -296,9 +296,13 @@ fn quote_for_message(name: &str) -> String {
 
 /// Class 08 (connection), 40 (serialization failure, deadlock: another session's work),
 /// 53 (resources), 55P03 (lock not available), 57 (operator intervention, cancelled
-/// statements, shutdown) are conditions of the moment.
-fn is_retryable(code: &SqlState) -> bool {
-    ["08", "40", "53", "57"].iter().any(|class| code.code().starts_with(class)) || code == &SqlState::LOCK_NOT_AVAILABLE
+/// statements, shutdown) are conditions of the moment. So is the internal error (XX000) two
+/// sessions get when they change one catalogue row at once, as two `ALTER ROLE … PASSWORD` of
+/// concurrent invocations of one step do: "tuple concurrently updated".
+fn is_retryable(code: &SqlState, message: &str) -> bool {
+    ["08", "40", "53", "57"].iter().any(|class| code.code().starts_with(class))
+        || code == &SqlState::LOCK_NOT_AVAILABLE
+        || (code == &SqlState::INTERNAL_ERROR && message.starts_with("tuple concurrently "))
 }
 
 pub fn target_error(action: &'static str, secret: &DatabaseSecret, error: &tokio_postgres::Error) -> Error {
@@ -311,7 +315,7 @@ pub fn target_error(action: &'static str, secret: &DatabaseSecret, error: &tokio
             if let Some(hint) = db.hint() {
                 detail.push_str(&format!(" HINT: {hint}"));
             }
-            (detail, is_retryable(db.code()))
+            (detail, is_retryable(db.code(), db.message()))
         }
         // The connection broke or the server went away: the next attempt may work.
         None => (error.to_string(), error.is_closed() || error.to_string().starts_with("error communicating")),
@@ -352,10 +356,13 @@ mod tests {
             SqlState::ADMIN_SHUTDOWN,
             SqlState::TOO_MANY_CONNECTIONS,
         ] {
-            assert!(is_retryable(&code), "{}", code.code());
+            assert!(is_retryable(&code, "any"), "{}", code.code());
         }
+        assert!(is_retryable(&SqlState::INTERNAL_ERROR, "tuple concurrently updated"));
+        assert!(is_retryable(&SqlState::INTERNAL_ERROR, "tuple concurrently deleted"));
+        assert!(!is_retryable(&SqlState::INTERNAL_ERROR, "cache lookup failed for role 16384"));
         for code in [SqlState::INSUFFICIENT_PRIVILEGE, SqlState::SYNTAX_ERROR, SqlState::UNDEFINED_OBJECT] {
-            assert!(!is_retryable(&code), "{}", code.code());
+            assert!(!is_retryable(&code, "any"), "{}", code.code());
         }
     }
 }

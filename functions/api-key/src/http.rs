@@ -112,45 +112,23 @@ impl ClientSettings {
         lookup: &impl Fn(&str) -> Option<String>,
         allowed_url_prefixes: Vec<String>,
     ) -> Result<Self, Error> {
-        let connect_timeout = seconds(lookup, "CONNECT_TIMEOUT_SECONDS", 5)?;
-        let request_timeout = seconds(lookup, "REQUEST_TIMEOUT_SECONDS", 10)?;
-        let ca_bundle = match lookup("CA_BUNDLE_PATH").filter(|p| !p.trim().is_empty()) {
-            None => None,
-            Some(path) => Some(std::fs::read(&path).map_err(|e| Error::Config {
-                variable: "CA_BUNDLE_PATH",
-                problem: format!("names {path}, which cannot be read: {e}"),
-            })?),
-        };
-        let configs = rotation::net::TlsConfigs::new(ca_bundle.as_deref())?;
-        let tls = configs
+        // The database functions' connection settings: CONNECT_TIMEOUT_SECONDS, and the TLS
+        // configurations built once from Mozilla's roots and CA_BUNDLE_PATH.
+        let connect = rotation::ConnectSettings::from_lookup(lookup)?;
+        let request_timeout = rotation::seconds(lookup, "REQUEST_TIMEOUT_SECONDS", 10)?;
+        let tls = connect
+            .tls
             .for_mode(TlsMode::VerifyFull)
             .cloned()
             .ok_or_else(|| Error::Config { variable: "(TLS)", problem: "has no verify-full configuration".into() })?;
         Ok(ClientSettings {
             allowed_url_prefixes,
             allow_plain_http_to_loopback: plain_http_to_loopback(lookup)?,
-            connect_timeout,
+            connect_timeout: connect.timeout,
             request_timeout,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             tls,
         })
-    }
-}
-
-/// A duration in seconds from `variable` (fractions allowed, more than 0, at most 300).
-fn seconds(lookup: &impl Fn(&str) -> Option<String>, variable: &'static str, default: u64) -> Result<Duration, Error> {
-    match lookup(variable).filter(|text| !text.trim().is_empty()) {
-        None => Ok(Duration::from_secs(default)),
-        Some(text) => text
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 300.0)
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| Error::Config {
-                variable,
-                problem: "must be a number of seconds greater than 0 and at most 300".into(),
-            }),
     }
 }
 

@@ -91,18 +91,7 @@ pub async fn run(engine: Engine, release: bool) -> Result<ExitCode> {
     let token = start_rotation(env, &client, &secret).await;
     println!("\nRotateSecret: version {token} staged AWSPENDING, no value yet");
     println!("invoking {function} through the Lambda runtime API (cargo lambda watch):");
-    for step in STEPS {
-        let started = Instant::now();
-        let result = invoke_step(env, function, step, &secret, &token).await;
-        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
-            Ok(()) => println!("  {step:<13} ok      {elapsed:>8.1} ms"),
-            Err(e) => {
-                println!("  {step:<13} FAILED  {elapsed:>8.1} ms  {}: {}", e.error_type, e.message);
-                bail!("the rotation failed; logs are in {}", services.dir.display());
-            }
-        }
-    }
+    run_steps(&services, function, &secret, &token).await?;
     println!("  (the first step's time includes starting the function process)");
     show_stages("after", &stages(&client, &secret).await);
 
@@ -172,18 +161,7 @@ async fn run_api_key(services: Services) -> Result<ExitCode> {
     for round in 1..=2 {
         let token = start_rotation(env, &client, &secret).await;
         println!("\nrotation {round}: RotateSecret staged version {token} AWSPENDING; invoking {function}:");
-        for step in STEPS {
-            let started = Instant::now();
-            let result = invoke_step(env, function, step, &secret, &token).await;
-            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-            match result {
-                Ok(()) => println!("  {step:<13} ok      {elapsed:>8.1} ms"),
-                Err(e) => {
-                    println!("  {step:<13} FAILED  {elapsed:>8.1} ms  {}: {}", e.error_type, e.message);
-                    bail!("the rotation failed; logs are in {}", services.dir.display());
-                }
-            }
-        }
+        run_steps(&services, function, &secret, &token).await?;
         let current = secret_value(&client, &secret, None, "AWSCURRENT").await;
         keys.push(current["api_key"].as_str().unwrap_or_default().to_owned());
         println!("  new key {}, id {}", masked(keys.last().unwrap()), current["api_key_id"].as_str().unwrap_or("none"));
@@ -206,6 +184,23 @@ async fn run_api_key(services: Services) -> Result<ExitCode> {
     println!("\nstopping the services");
     drop(services);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Invokes the four steps, one line each with its duration; stops at the first failure.
+async fn run_steps(services: &Services, function: &str, secret: &str, token: &str) -> Result<()> {
+    for step in STEPS {
+        let started = Instant::now();
+        let result = invoke_step(&services.env, function, step, secret, token).await;
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(()) => println!("  {step:<13} ok      {elapsed:>8.1} ms"),
+            Err(e) => {
+                println!("  {step:<13} FAILED  {elapsed:>8.1} ms  {}: {}", e.error_type, e.message);
+                bail!("the rotation failed; logs are in {}", services.dir.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn show_stages(when: &str, stages: &BTreeMap<String, Vec<String>>) {

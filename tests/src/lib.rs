@@ -8,6 +8,7 @@
 
 pub mod consumer;
 pub mod redshift_api;
+pub mod runtime_api;
 pub mod scenarios;
 
 use std::collections::BTreeMap;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -30,8 +30,18 @@ const INVOCATION_TIMEOUT: Duration = Duration::from_secs(90);
 struct State {
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Value)>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    /// When the function took each invocation (`GET .../invocation/next`).
+    served: Mutex<HashMap<String, Instant>>,
     init_error: Mutex<Option<(String, String)>>,
     function_arn: String,
+}
+
+/// An invocation's outcome, when the function took it and when it answered.
+#[derive(Debug)]
+pub struct Timed {
+    pub outcome: Outcome,
+    pub served: Instant,
+    pub answered: Instant,
 }
 
 /// The runtime API of one function process, on a loopback port of its own.
@@ -50,6 +60,7 @@ impl RuntimeApi {
         let state = Arc::new(State {
             events: tokio::sync::Mutex::new(events),
             waiting: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
             function_arn: format!("arn:aws:lambda:us-east-1:000000000000:function:{function_name}"),
         });
@@ -59,7 +70,20 @@ impl RuntimeApi {
 
     /// Queues `event` for the next `GET .../invocation/next` and waits for its answer.
     pub async fn invoke(&self, event: &Value) -> Outcome {
+        self.invoke_timed(event).await.outcome
+    }
+
+    /// As [`RuntimeApi::invoke`], and when the function took the event and when it answered.
+    pub async fn invoke_timed(&self, event: &Value) -> Timed {
         let id = uuid::Uuid::new_v4().to_string();
+        let outcome = self.invoke_with_id(&id, event).await;
+        let answered = Instant::now();
+        let served = self.state.served.lock().unwrap().remove(&id).unwrap_or(answered);
+        Timed { outcome, served, answered }
+    }
+
+    async fn invoke_with_id(&self, id: &str, event: &Value) -> Outcome {
+        let id = id.to_owned();
         let (sender, receiver) = oneshot::channel();
         self.state.waiting.lock().unwrap().insert(id.clone(), sender);
         self.queue.send((id.clone(), event.clone())).expect("the runtime API is serving");
@@ -164,6 +188,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) {
             ("GET", "invocation/next") => {
                 let next = state.events.lock().await.recv().await;
                 let Some((id, event)) = next else { return };
+                state.served.lock().unwrap().insert(id.clone(), Instant::now());
                 let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(60);
                 let headers = [
                     ("Lambda-Runtime-Aws-Request-Id", id),
@@ -265,7 +290,14 @@ impl FunctionProcess {
 
     /// Invokes one rotation step.
     pub async fn step(&self, step: &str, secret_id: &str, token: &str) -> Outcome {
-        self.invoke(&serde_json::json!({ "Step": step, "SecretId": secret_id, "ClientRequestToken": token })).await
+        self.step_timed(step, secret_id, token).await.outcome
+    }
+
+    /// As [`FunctionProcess::step`], with when the function took the event and answered.
+    pub async fn step_timed(&self, step: &str, secret_id: &str, token: &str) -> Timed {
+        self.api
+            .invoke_timed(&serde_json::json!({ "Step": step, "SecretId": secret_id, "ClientRequestToken": token }))
+            .await
     }
 
     /// Whether the process is still running.

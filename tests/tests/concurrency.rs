@@ -13,10 +13,15 @@ use serde_json::json;
 
 const PROCESSES: usize = 3;
 /// Rotations per scenario: each a new chance for the invocations to interleave differently.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
-/// errorType -> count, per step.
-type Counts = BTreeMap<&'static str, BTreeMap<String, usize>>;
+/// Per step: errorType -> count, and in how many rounds the three invocations were all in
+/// flight at one moment.
+#[derive(Default)]
+struct Counts {
+    errors: BTreeMap<&'static str, BTreeMap<String, usize>>,
+    overlapped: BTreeMap<&'static str, usize>,
+}
 
 async fn start_processes(env: &TestEnv, name: &str) -> Vec<FunctionProcess> {
     let mut processes = Vec::new();
@@ -37,11 +42,13 @@ async fn step_everywhere(
 ) {
     let secret = f.secret.as_str();
     let (a, b, c) = tokio::join!(
-        processes[0].step(step, secret, token),
-        processes[1].step(step, secret, token),
-        processes[2].step(step, secret, token),
+        processes[0].step_timed(step, secret, token),
+        processes[1].step_timed(step, secret, token),
+        processes[2].step_timed(step, secret, token),
     );
-    let outcomes: [Outcome; PROCESSES] = [a, b, c];
+    let all_in_flight = [&a, &b, &c].iter().map(|t| t.served).max() < [&a, &b, &c].iter().map(|t| t.answered).min();
+    *counts.overlapped.entry(step).or_default() += usize::from(all_in_flight);
+    let outcomes: [Outcome; PROCESSES] = [a.outcome, b.outcome, c.outcome];
     let mut retryable = 0;
     for outcome in &outcomes {
         if let Err((error_type, message)) = outcome {
@@ -51,11 +58,11 @@ async fn step_everywhere(
                 processes[0].name
             );
             eprintln!("{} {step}: {error_type}: {message}", processes[0].name);
-            *counts.entry(step).or_default().entry(error_type.clone()).or_default() += 1;
+            *counts.errors.entry(step).or_default().entry(error_type.clone()).or_default() += 1;
             retryable += 1;
         }
     }
-    counts.entry(step).or_default();
+    counts.errors.entry(step).or_default();
     if retryable > 0 {
         processes[0]
             .step(step, secret, token)
@@ -82,16 +89,21 @@ async fn rotate_concurrently(f: &Fixture, processes: &[FunctionProcess], counts:
 }
 
 fn report(scenario: &str, counts: &Counts) {
-    for (step, errors) in counts {
+    for (step, errors) in &counts.errors {
         let total: usize = errors.values().sum();
-        eprintln!("{scenario}: {step}: {total} of {} invocations failed retryably {errors:?}", PROCESSES * ROUNDS);
+        let overlapped = counts.overlapped.get(step).copied().unwrap_or(0);
+        eprintln!(
+            "{scenario}: {step}: {total} of {} invocations failed retryably {errors:?}; \
+             all {PROCESSES} in flight at once in {overlapped} of {ROUNDS} rounds",
+            PROCESSES * ROUNDS
+        );
     }
 }
 
 async fn single_user(db: Db) {
     let f = Fixture::new(db, json!({})).await;
     let processes = start_processes(&f.env, db.function()).await;
-    let mut counts = Counts::new();
+    let mut counts = Counts::default();
     let mut old = f.password.clone();
     for _ in 0..ROUNDS {
         rotate_concurrently(&f, &processes, &mut counts).await;
@@ -148,7 +160,7 @@ async fn postgres_alternating_users_converge() {
     let_master_administer(&env, &master, &main).await;
     let clone = format!("{main}_clone");
     let processes = start_processes(&f.env, Db::Postgres.function()).await;
-    let mut counts = Counts::new();
+    let mut counts = Counts::default();
     let mut previous = (f.user.clone(), f.password.clone());
     for round in 0..ROUNDS {
         rotate_concurrently(&f, &processes, &mut counts).await;

@@ -185,8 +185,6 @@ async fn every_cut_leaves_a_stored_password_and_the_retry_completes() {
 /// The client's second write is its TLS ClientHello (the first is PostgreSQL's SSLRequest): a
 /// connection lost in the middle of the handshake is a network fault, so a retry may succeed.
 #[tokio::test]
-#[ignore = "setSecret failed: Permanent.Tls: TLS with localhost:<port> failed (no plain-text fallback is attempted): \
-            error performing TLS handshake (a connection cut during the TLS handshake is classified Permanent)"]
 async fn a_connection_cut_during_the_tls_handshake_fails_retryably() {
     let env = TestEnv::from_env();
     let outcome = cut_after_write(&env, 2).await;

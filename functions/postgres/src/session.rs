@@ -184,9 +184,12 @@ fn login_failure(secret: &DatabaseSecret, error: &tokio_postgres::Error) -> Resu
         return Err(target_error("login", secret, error));
     }
     let detail = error.to_string();
-    // tokio-postgres says "error performing TLS handshake" for a server without TLS, and wraps
-    // rustls's own error (bad certificate, wrong host name) inside an I/O error.
-    if is_tls_failure(error) || detail.starts_with("error performing TLS handshake") {
+    // tokio-postgres says "error performing TLS handshake" for a server without TLS, for
+    // rustls's own refusal (bad certificate, wrong host name), which it wraps in an I/O error,
+    // and for a connection lost in the middle of the handshake: only the last is the network's
+    // doing, and retryable.
+    let lost_in_handshake = !is_tls_failure(error) && has_io_error(error);
+    if is_tls_failure(error) || (detail.starts_with("error performing TLS handshake") && !lost_in_handshake) {
         return Err(Error::Tls { host: secret.host.clone(), port: secret.port, detail });
     }
     if detail.starts_with("authentication error") {
@@ -195,6 +198,18 @@ fn login_failure(secret: &DatabaseSecret, error: &tokio_postgres::Error) -> Resu
     // tokio-postgres's message names only the kind ("error parsing response from server"):
     // the causes say what (Redshift's sha256 login: "unknown authentication tag `13`").
     Err(Error::Unreachable { host: secret.host.clone(), port: secret.port, detail: rotation::with_causes(error) })
+}
+
+/// Whether an I/O error (a reset, an end of stream) is among the causes of `error`.
+fn has_io_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl Session {

@@ -10,6 +10,7 @@ pub mod consumer;
 pub mod redshift_api;
 pub mod runtime_api;
 pub mod scenarios;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

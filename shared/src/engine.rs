@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use tracing::{Instrument, error, info, info_span};
 
 use crate::check::{Report, Status};
+use crate::event::Payload;
 use crate::{Error, RotationEvent, SecretStore, SecretVersions, Step, stage};
 
 /// What one kind of credential adds to the four steps. The engine has already checked that the
@@ -181,7 +182,18 @@ impl<S: SecretStore, R: Rotation> Rotator<S, R> {
     /// Answers an event: a rotation step (answered `null`) or an operator's
     /// `{"Action": "check", "SecretId": "..."}` (answered with the [`Report`]), with one log span
     /// around it.
-    pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, Error> {
+    pub async fn handle(&self, event: impl Into<Payload>) -> Result<serde_json::Value, Error> {
+        let event = match event.into() {
+            Payload::Json(event) => event,
+            Payload::Unreadable => {
+                let e = Error::InvalidEvent(
+                    "the payload cannot be read as JSON (it is not JSON, or it is nested more than 128 levels deep)"
+                        .into(),
+                );
+                error!(error = %e, error_type = %e.error_type(), "rejected the rotation event");
+                return Err(e);
+            }
+        };
         match crate::event::check_request(&event) {
             None => self.handle_step(event).await.map(|()| serde_json::Value::Null),
             Some(Err(e)) => {

@@ -258,3 +258,48 @@ mod tests {
         }
     }
 }
+
+/// The invocation's payload as the runtime hands it over. Reading it never fails, so that a
+/// payload that is no JSON value (or one nested deeper than serde_json's 128 levels) is answered
+/// with this crate's `Permanent.InvalidEvent`, not with the runtime's own error type.
+#[derive(Debug)]
+pub enum Payload {
+    Json(serde_json::Value),
+    /// What could not be read is not kept: it may hold anything.
+    Unreadable,
+}
+
+impl From<serde_json::Value> for Payload {
+    fn from(value: serde_json::Value) -> Self {
+        Payload::Json(value)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // The runtime reads the payload with this and does not require the input to end after
+        // it, so giving up half way is safe.
+        Ok(serde_json::Value::deserialize(deserializer).map(Payload::Json).unwrap_or(Payload::Unreadable))
+    }
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use serde::Deserialize;
+
+    use super::Payload;
+
+    /// As the Lambda runtime reads a payload: no check that the input ends after it.
+    fn read(body: &str) -> Payload {
+        let mut deserializer = serde_json::Deserializer::from_str(body);
+        Payload::deserialize(&mut deserializer).unwrap()
+    }
+
+    #[test]
+    fn a_json_payload_is_read_and_any_other_is_unreadable() {
+        assert!(matches!(read(r#"{"Step": "createSecret"}"#), Payload::Json(_)));
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(matches!(read(&deep), Payload::Unreadable));
+        assert!(matches!(read("not json"), Payload::Unreadable));
+    }
+}

@@ -16,7 +16,7 @@ pub async fn serve<R: Rotation>(build: impl FnOnce() -> Result<R, Error>) -> Res
     let store = SecretsManager::from_env().await;
     let rotator = Rotator::new(store, rotation);
     let rotator = &rotator;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<crate::event::Payload>| async move {
         let deadline = deadline_instant(event.context.deadline);
         // Boxed: the nested step futures are too deep for the compiler's layout of `main`.
         crate::deadline::within(deadline, Box::pin(rotator.handle(event.payload))).await.map_err(Diagnostic::from)

@@ -3,6 +3,11 @@
 //! until a rotation needs fewer writes. After each fault the server's password must be the
 //! password of a stored version (current, pending or previous), and once the proxy is restored,
 //! the steps run again in a fresh process complete the rotation.
+//!
+//! The same sweep runs with the proxy in front of MariaDB, and in front of LocalStack (the
+//! function process's `AWS_ENDPOINT_URL` points at the proxy; PostgreSQL, single user): there the
+//! stored versions are read directly from LocalStack, and at most one version may be staged
+//! `AWSPENDING`. Both hold every failure to `Retryable.*`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -118,14 +123,70 @@ struct CutOutcome {
     cut: bool,
 }
 
-/// A single-user secret behind a proxy that cuts after the client's `k`-th write: runs the four
-/// steps in a fresh process until one fails, checks that a stored version's password is the
-/// server's, restores the proxy, and completes the rotation in another fresh process.
+/// What the cutting proxy stands in front of, and which function rotates.
+#[derive(Debug, Clone, Copy)]
+enum Behind {
+    /// PostgreSQL; the function reaches LocalStack directly.
+    Postgres,
+    /// MariaDB; the function reaches LocalStack directly.
+    Mariadb,
+    /// LocalStack (the function process's `AWS_ENDPOINT_URL`); the PostgreSQL function reaches
+    /// the database directly.
+    LocalStack,
+}
+
+impl Behind {
+    fn db(self) -> Db {
+        match self {
+            Behind::Mariadb => Db::Mysql,
+            Behind::Postgres | Behind::LocalStack => Db::Postgres,
+        }
+    }
+
+    async fn upstream(self, env: &TestEnv) -> SocketAddr {
+        match self {
+            Behind::Postgres => ([127, 0, 0, 1], env.pg_port).into(),
+            Behind::Mariadb => ([127, 0, 0, 1], env.mysql_port).into(),
+            Behind::LocalStack => {
+                let authority = env.aws_endpoint.trim_start_matches("http://").trim_end_matches('/');
+                let mut addrs: Vec<SocketAddr> =
+                    tokio::net::lookup_host(authority).await.expect("resolve LocalStack's endpoint").collect();
+                addrs.sort_by_key(SocketAddr::is_ipv6);
+                addrs.first().copied().expect("LocalStack's endpoint has an address")
+            }
+        }
+    }
+}
+
+/// The versions staged `AWSPENDING`, read directly from LocalStack.
+fn pending_versions(stages: &BTreeMap<String, Vec<String>>) -> usize {
+    stages.values().filter(|labels| labels.iter().any(|l| l == "AWSPENDING")).count()
+}
+
+/// A single-user PostgreSQL secret behind a proxy that cuts after the client's `k`-th write.
 async fn cut_after_write(env: &TestEnv, k: usize) -> CutOutcome {
-    let mut proxy = CuttingProxy::start(([127, 0, 0, 1], env.pg_port).into(), k).await;
-    let f = Fixture::new(Db::Postgres, json!({ "port": proxy.port })).await;
+    cut_after_write_behind(env, Behind::Postgres, k).await
+}
+
+/// A single-user secret with a proxy in front of `behind` that cuts after the client's `k`-th
+/// write: runs the four steps in a fresh process until one fails, checks that a stored version's
+/// password (read directly from LocalStack) is the server's and that at most one version is
+/// staged `AWSPENDING`, restores the proxy, and completes the rotation in another fresh process.
+async fn cut_after_write_behind(env: &TestEnv, behind: Behind, k: usize) -> CutOutcome {
+    let db = behind.db();
+    let mut proxy = CuttingProxy::start(behind.upstream(env).await, k).await;
+    let extra = match behind {
+        Behind::Postgres | Behind::Mariadb => json!({ "port": proxy.port }),
+        Behind::LocalStack => json!({}),
+    };
+    let f = Fixture::new(db, extra).await;
+    // The function processes' environment: LocalStack through the proxy when it is behind it.
+    let mut process_env = f.env.clone();
+    if let Behind::LocalStack = behind {
+        process_env.aws_endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    }
     let token = f.start_rotation().await;
-    let process = FunctionProcess::start(&f.env, Db::Postgres.function()).await;
+    let process = FunctionProcess::start(&process_env, db.function()).await;
     let mut failed = None;
     for step in STEPS {
         if let Err((error_type, message)) = process.step(step, &f.secret, &token).await {
@@ -136,28 +197,69 @@ async fn cut_after_write(env: &TestEnv, k: usize) -> CutOutcome {
     drop(process);
     let cut = proxy.cut();
     match &failed {
-        Some((step, error_type, message)) => eprintln!("cut after write {k}: {step} failed: {error_type}: {message}"),
-        None => eprintln!("cut after write {k}: the rotation completed (cut: {cut})"),
+        Some((step, error_type, message)) => {
+            eprintln!("{behind:?}: cut after write {k}: {step} failed: {error_type}: {message}")
+        }
+        None => eprintln!("{behind:?}: cut after write {k}: the rotation completed (cut: {cut})"),
     }
     let logging_in = labels_that_log_in(&f).await;
-    eprintln!("cut after write {k}: the server's password is that of {logging_in:?}");
-    assert!(!logging_in.is_empty(), "cut after write {k}: no stored version's password logs in ({failed:?})");
+    eprintln!("{behind:?}: cut after write {k}: the server's password is that of {logging_in:?}");
+    assert!(
+        !logging_in.is_empty(),
+        "{behind:?}: cut after write {k}: no stored version's password logs in ({failed:?})"
+    );
+    let stages = f.stages().await;
+    assert!(pending_versions(&stages) <= 1, "{behind:?}: cut after write {k}: {stages:?}");
 
     proxy.restore().await;
-    let process = FunctionProcess::start(&f.env, Db::Postgres.function()).await;
+    let process = FunctionProcess::start(&process_env, db.function()).await;
     for step in STEPS {
         process
             .step(step, &f.secret, &token)
             .await
-            .unwrap_or_else(|e| panic!("cut after write {k}: {step} retried after the restore: {e:?}"));
+            .unwrap_or_else(|e| panic!("{behind:?}: cut after write {k}: {step} retried after the restore: {e:?}"));
     }
     let stages = f.stages().await;
-    assert_eq!(stages[&token], ["AWSCURRENT"], "cut after write {k}: {stages:?}");
-    assert!(stages.values().flatten().all(|l| l != "AWSPENDING"), "cut after write {k}: {stages:?}");
+    assert_eq!(stages[&token], ["AWSCURRENT"], "{behind:?}: cut after write {k}: {stages:?}");
+    assert_eq!(pending_versions(&stages), 0, "{behind:?}: cut after write {k}: {stages:?}");
     let current = f.password_of(None, "AWSCURRENT").await;
-    assert!(f.logs_in(&current).await, "cut after write {k}: the new password logs in");
-    assert!(!f.logs_in(&f.password).await, "cut after write {k}: the old password is refused");
+    assert!(f.logs_in(&current).await, "{behind:?}: cut after write {k}: the new password logs in");
+    assert!(!f.logs_in(&f.password).await, "{behind:?}: cut after write {k}: the old password is refused");
     CutOutcome { failed, cut }
+}
+
+/// Sweeps k = 1, 2, ... (at most `max_k`) until a rotation completes without a cut; prints the
+/// number of cut points and the failures by step and errorType, and returns the failures as
+/// (k, step, errorType, errorMessage).
+async fn sweep(behind: Behind, max_k: usize) -> Vec<(usize, &'static str, String, String)> {
+    let env = TestEnv::from_env();
+    let started = std::time::Instant::now();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut swept = 0;
+    let mut completed = false;
+    for k in 1..=max_k {
+        let outcome = cut_after_write_behind(&env, behind, k).await;
+        swept = k;
+        if let Some((step, error_type, message)) = outcome.failed {
+            *counts.entry(format!("{step}: {error_type}")).or_default() += 1;
+            failures.push((k, step, error_type, message));
+        } else if !outcome.cut {
+            completed = true;
+            break;
+        }
+    }
+    eprintln!(
+        "fault sweep {behind:?}: {swept} cut points{} in {:?}; failures by step and errorType: {counts:?}",
+        if completed { "" } else { " (capped: the rotation needs more writes)" },
+        started.elapsed()
+    );
+    failures
+}
+
+fn assert_all_retryable(behind: Behind, failures: &[(usize, &'static str, String, String)]) {
+    let other: Vec<_> = failures.iter().filter(|(_, _, error_type, _)| !error_type.starts_with("Retryable.")).collect();
+    assert!(other.is_empty(), "{behind:?}: failures that are not Retryable.*: {other:?}");
 }
 
 /// The sweep: any errorType is allowed here (the next test holds the functions to `Retryable.`);
@@ -190,4 +292,22 @@ async fn a_connection_cut_during_the_tls_handshake_fails_retryably() {
     let outcome = cut_after_write(&env, 2).await;
     let (step, error_type, message) = outcome.failed.expect("the cut during the handshake fails a step");
     assert!(error_type.starts_with("Retryable."), "{step} failed with {error_type}: {message}");
+}
+
+/// Cut points per sweep at most, to keep a sweep near a minute.
+const MAX_CUTS: usize = 60;
+
+/// The sweep with the proxy in front of MariaDB: every failure is `Retryable.*`.
+#[tokio::test]
+async fn mariadb_every_cut_leaves_a_stored_password_and_fails_retryably() {
+    let failures = sweep(Behind::Mariadb, MAX_CUTS).await;
+    assert_all_retryable(Behind::Mariadb, &failures);
+}
+
+/// The sweep with the proxy in front of LocalStack (PostgreSQL, single user): every failure is
+/// `Retryable.*`.
+#[tokio::test]
+async fn localstack_every_cut_leaves_a_stored_password_and_fails_retryably() {
+    let failures = sweep(Behind::LocalStack, MAX_CUTS).await;
+    assert_all_retryable(Behind::LocalStack, &failures);
 }

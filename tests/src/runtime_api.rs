@@ -304,6 +304,11 @@ impl FunctionProcess {
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Sends the process SIGKILL, without waiting: an invocation in flight never answers.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
 }
 
 impl Drop for FunctionProcess {

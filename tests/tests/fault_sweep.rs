@@ -311,3 +311,319 @@ async fn localstack_every_cut_leaves_a_stored_password_and_fails_retryably() {
     let failures = sweep(Behind::LocalStack, MAX_CUTS).await;
     assert_all_retryable(Behind::LocalStack, &failures);
 }
+
+/// A TCP proxy that numbers the client's writes across its connections and forwards the first
+/// `limit` of them: the `limit`-th is announced (`reached`), later ones are read and dropped, so
+/// a process killed then has sent nothing more; a connection whose client closes is closed
+/// upstream, as the kernel of a killed process does.
+struct FreezingProxy {
+    port: u16,
+    limit: Arc<AtomicUsize>,
+    writes: Arc<AtomicUsize>,
+    reached: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl FreezingProxy {
+    async fn start(upstream: SocketAddr, limit: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let limit = Arc::new(AtomicUsize::new(limit));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let reached = Arc::new(Notify::new());
+        let (l, w, r) = (limit.clone(), writes.clone(), reached.clone());
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else { continue };
+                connections.spawn(freezing_pump(inbound, upstream, w.clone(), l.clone(), r.clone()));
+            }
+        });
+        FreezingProxy { port, limit, writes, reached, task }
+    }
+
+    /// Whether the `limit`-th write went through.
+    fn reached(&self) -> bool {
+        self.writes.load(Ordering::SeqCst) >= self.limit.load(Ordering::SeqCst)
+    }
+
+    /// Forwards every write from now on.
+    fn restore(&self) {
+        self.limit.store(usize::MAX, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn freezing_pump(
+    inbound: TcpStream,
+    upstream: SocketAddr,
+    writes: Arc<AtomicUsize>,
+    limit: Arc<AtomicUsize>,
+    reached: Arc<Notify>,
+) {
+    let Ok(outbound) = TcpStream::connect(upstream).await else { return };
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let (mut server_read, mut server_write) = outbound.into_split();
+    let up = async {
+        let mut buffer = vec![0; 16 * 1024];
+        loop {
+            let n = client_read.read(&mut buffer).await.unwrap_or(0);
+            if n == 0 {
+                let _ = server_write.shutdown().await;
+                return;
+            }
+            let number = writes.fetch_add(1, Ordering::SeqCst) + 1;
+            let limit = limit.load(Ordering::SeqCst);
+            if number > limit {
+                continue;
+            }
+            if server_write.write_all(&buffer[..n]).await.is_err() {
+                let _ = server_write.shutdown().await;
+                return;
+            }
+            if number == limit {
+                reached.notify_one();
+            }
+        }
+    };
+    let down = tokio::io::copy(&mut server_read, &mut client_write);
+    let _ = tokio::join!(up, down);
+}
+
+/// What one kill point did: the failures answered before the kill (step, errorType,
+/// errorMessage), and whether the kill struck.
+struct KillOutcome {
+    failed: Option<(&'static str, String, String)>,
+    killed: bool,
+}
+
+/// A single-user PostgreSQL secret behind a proxy that lets the client's `k`-th write through
+/// and SIGKILLs the function process right after; the invocation in flight is abandoned. Checks
+/// the invariant, then a fresh process completes the rotation.
+async fn kill_after_write(env: &TestEnv, k: usize) -> KillOutcome {
+    let proxy = FreezingProxy::start(([127, 0, 0, 1], env.pg_port).into(), k).await;
+    let f = Fixture::new(Db::Postgres, json!({ "port": proxy.port })).await;
+    let token = f.start_rotation().await;
+    let mut process = FunctionProcess::start(&f.env, Db::Postgres.function()).await;
+    let steps = async {
+        for step in STEPS {
+            if let Err((error_type, message)) = process.step(step, &f.secret, &token).await {
+                return Some((step, error_type, message));
+            }
+        }
+        None
+    };
+    let (failed, killed) = tokio::select! {
+        biased;
+        _ = proxy.reached.notified() => (None, true),
+        failed = steps => (failed, proxy.reached()),
+    };
+    if killed {
+        process.kill();
+    }
+    drop(process);
+    match &failed {
+        Some((step, error_type, message)) => eprintln!("kill after write {k}: {step} failed: {error_type}: {message}"),
+        None if killed => eprintln!("kill after write {k}: killed"),
+        None => eprintln!("kill after write {k}: the rotation completed before the kill"),
+    }
+    // Let the server finish what it received before the kill.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let logging_in = labels_that_log_in(&f).await;
+    eprintln!("kill after write {k}: the server's password is that of {logging_in:?}");
+    assert!(!logging_in.is_empty(), "kill after write {k}: no stored version's password logs in ({failed:?})");
+    let stages = f.stages().await;
+    assert!(pending_versions(&stages) <= 1, "kill after write {k}: {stages:?}");
+
+    proxy.restore();
+    let process = FunctionProcess::start(&f.env, Db::Postgres.function()).await;
+    for step in STEPS {
+        process
+            .step(step, &f.secret, &token)
+            .await
+            .unwrap_or_else(|e| panic!("kill after write {k}: {step} in a fresh process: {e:?}"));
+    }
+    let stages = f.stages().await;
+    assert_eq!(stages[&token], ["AWSCURRENT"], "kill after write {k}: {stages:?}");
+    assert_eq!(pending_versions(&stages), 0, "kill after write {k}: {stages:?}");
+    let current = f.password_of(None, "AWSCURRENT").await;
+    assert!(f.logs_in(&current).await, "kill after write {k}: the new password logs in");
+    assert!(!f.logs_in(&f.password).await, "kill after write {k}: the old password is refused");
+    KillOutcome { failed, killed }
+}
+
+/// Kill points at most.
+const MAX_KILLS: usize = 40;
+
+/// The kill sweep (PostgreSQL, single user): the process is SIGKILLed right after the client's
+/// k-th write, for k = 1, 2, ... until a rotation completes before the kill; after each kill a
+/// stored version's password is the server's, at most one version is `AWSPENDING`, and a fresh
+/// process completes the rotation. Answered failures are `Retryable.*`.
+#[tokio::test]
+async fn postgres_every_kill_leaves_a_stored_password_and_a_fresh_process_completes() {
+    let env = TestEnv::from_env();
+    let started = std::time::Instant::now();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let (mut swept, mut kills, mut completed) = (0, 0, false);
+    for k in 1..=MAX_KILLS {
+        let outcome = kill_after_write(&env, k).await;
+        swept = k;
+        kills += usize::from(outcome.killed);
+        if let Some((step, error_type, message)) = outcome.failed {
+            *counts.entry(format!("{step}: {error_type}")).or_default() += 1;
+            failures.push((k, step, error_type, message));
+        } else if !outcome.killed {
+            completed = true;
+            break;
+        }
+    }
+    eprintln!(
+        "kill sweep Postgres: {swept} kill points, {kills} kills{} in {:?}; failures by step and errorType: {counts:?}",
+        if completed { "" } else { " (capped: the rotation needs more writes)" },
+        started.elapsed()
+    );
+    let other: Vec<_> = failures.iter().filter(|(_, _, error_type, _)| !error_type.starts_with("Retryable.")).collect();
+    assert!(other.is_empty(), "kill sweep: failures that are not Retryable.*: {other:?}");
+}
+
+/// A master role that may create roles and its secret (as in tests/concurrency.rs): (ARN, name).
+async fn create_master(env: &TestEnv) -> (String, String) {
+    let name = unique("master");
+    let password = format!("master-{}", uuid::Uuid::new_v4().simple());
+    env.admin_sql(&format!("CREATE ROLE {} LOGIN CREATEROLE PASSWORD '{password}'", quote_ident(&name))).await;
+    let arn =
+        create_secret(&env.secrets_client(), &unique("pg/master"), &json!({"username": name, "password": password}))
+            .await;
+    (arn, name)
+}
+
+/// The grant a `CREATEROLE` master needs on PostgreSQL 16 and later for a role it did not create.
+async fn let_master_administer(env: &TestEnv, master: &str, main: &str) {
+    if env.pg_version >= 16 {
+        env.admin_sql(&format!(
+            "GRANT {} TO {} WITH ADMIN OPTION, INHERIT FALSE, SET FALSE",
+            quote_ident(main),
+            quote_ident(master)
+        ))
+        .await;
+    }
+}
+
+/// The (username, password) of the version with `label`, if it has them.
+async fn stored_credentials(f: &Fixture, label: &str) -> Option<(String, String)> {
+    let out = f.client.get_secret_value().secret_id(&f.secret).version_stage(label).send().await.ok()?;
+    let value: serde_json::Value = serde_json::from_str(out.secret_string()?).ok()?;
+    Some((value["username"].as_str()?.to_owned(), value["password"].as_str()?.to_owned()))
+}
+
+/// An alternating-users PostgreSQL secret with a master, behind a proxy that cuts after the
+/// client's `k`-th write: runs the steps until one fails, checks that each existing user's
+/// server password is that of a stored version for that user and at most one version is
+/// `AWSPENDING`, restores the proxy and completes the rotation in a fresh process.
+async fn cut_alternating_after_write(env: &TestEnv, k: usize) -> CutOutcome {
+    let mut proxy = CuttingProxy::start(([127, 0, 0, 1], env.pg_port).into(), k).await;
+    let main = unique("alt");
+    let clone = format!("{main}_clone");
+    let (master_arn, master) = create_master(env).await;
+    let f = Fixture::with_master(Db::Postgres, &main, &master_arn, json!({ "port": proxy.port })).await;
+    let_master_administer(env, &master, &main).await;
+    let token = f.start_rotation().await;
+    let process = FunctionProcess::start(&f.env, Db::Postgres.function()).await;
+    let mut failed = None;
+    for step in STEPS {
+        if let Err((error_type, message)) = process.step(step, &f.secret, &token).await {
+            failed = Some((step, error_type, message));
+            break;
+        }
+    }
+    drop(process);
+    let cut = proxy.cut();
+    match &failed {
+        Some((step, error_type, message)) => {
+            eprintln!("alternating: cut after write {k}: {step} failed: {error_type}: {message}")
+        }
+        None => eprintln!("alternating: cut after write {k}: the rotation completed (cut: {cut})"),
+    }
+    let mut stored = Vec::new();
+    for label in ["AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"] {
+        if let Some(credentials) = stored_credentials(&f, label).await {
+            stored.push((label, credentials));
+        }
+    }
+    for user in [&main, &clone] {
+        if !env.role_exists(user).await {
+            continue;
+        }
+        let mut logging_in = Vec::new();
+        for (label, (name, password)) in &stored {
+            if name == user && env.pg_logs_in(user, password).await {
+                logging_in.push(*label);
+            }
+        }
+        eprintln!("alternating: cut after write {k}: {user}'s password is that of {logging_in:?}");
+        assert!(
+            !logging_in.is_empty(),
+            "alternating: cut after write {k}: no stored version's password for {user} logs in ({failed:?})"
+        );
+    }
+    let (current_user, current_password) = f.current_credentials().await;
+    let current_logs_in = env.pg_logs_in(&current_user, &current_password).await;
+    if !current_logs_in {
+        eprintln!(
+            "alternating: cut after write {k}: AWSCURRENT ({current_user}) does not log in; the rotation must complete"
+        );
+    }
+    let stages = f.stages().await;
+    assert!(pending_versions(&stages) <= 1, "alternating: cut after write {k}: {stages:?}");
+
+    proxy.restore().await;
+    let process = FunctionProcess::start(&f.env, Db::Postgres.function()).await;
+    for step in STEPS {
+        process
+            .step(step, &f.secret, &token)
+            .await
+            .unwrap_or_else(|e| panic!("alternating: cut after write {k}: {step} retried after the restore: {e:?}"));
+    }
+    let stages = f.stages().await;
+    assert_eq!(stages[&token], ["AWSCURRENT"], "alternating: cut after write {k}: {stages:?}");
+    assert_eq!(pending_versions(&stages), 0, "alternating: cut after write {k}: {stages:?}");
+    let (user, password) = f.current_credentials().await;
+    assert_eq!(user, clone, "alternating: cut after write {k}: the clone is current");
+    assert!(env.pg_logs_in(&user, &password).await, "alternating: cut after write {k}: the clone logs in");
+    assert!(env.pg_logs_in(&main, &f.password).await, "alternating: cut after write {k}: the main user still logs in");
+    CutOutcome { failed, cut }
+}
+
+/// The cut sweep for PostgreSQL alternating users with a master: every failure is `Retryable.*`.
+#[tokio::test]
+async fn postgres_alternating_every_cut_leaves_stored_passwords_and_fails_retryably() {
+    let env = TestEnv::from_env();
+    let started = std::time::Instant::now();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let (mut swept, mut completed) = (0, false);
+    for k in 1..=MAX_CUTS {
+        let outcome = cut_alternating_after_write(&env, k).await;
+        swept = k;
+        if let Some((step, error_type, message)) = outcome.failed {
+            *counts.entry(format!("{step}: {error_type}")).or_default() += 1;
+            failures.push((k, step, error_type, message));
+        } else if !outcome.cut {
+            completed = true;
+            break;
+        }
+    }
+    eprintln!(
+        "fault sweep Postgres alternating: {swept} cut points{} in {:?}; failures by step and errorType: {counts:?}",
+        if completed { "" } else { " (capped: the rotation needs more writes)" },
+        started.elapsed()
+    );
+    let other: Vec<_> = failures.iter().filter(|(_, _, error_type, _)| !error_type.starts_with("Retryable.")).collect();
+    assert!(other.is_empty(), "alternating: failures that are not Retryable.*: {other:?}");
+}

@@ -165,6 +165,31 @@ impl TestEnv {
             .expect("the test PostgreSQL server accepts its admin user")
     }
 
+    /// A PostgreSQL master role that may create roles, and its secret, shaped as RDS writes managed
+    /// master secrets (only `username` and `password`): (the secret's ARN, the role's name).
+    pub async fn create_pg_master(&self) -> (String, String) {
+        let name = unique("master");
+        let password = format!("master-{}", uuid::Uuid::new_v4().simple());
+        self.admin_sql(&format!("CREATE ROLE {} LOGIN CREATEROLE PASSWORD '{password}'", quote_ident(&name))).await;
+        let value = serde_json::json!({"username": name, "password": password});
+        let arn = create_secret(&self.secrets_client(), &unique("pg/master"), &value).await;
+        (arn, name)
+    }
+
+    /// What an operator grants a `CREATEROLE` master on PostgreSQL 16 and later for a role the
+    /// master did not create (a superuser made it here): `ADMIN OPTION`, without using the role's
+    /// privileges. Older servers need nothing.
+    pub async fn let_pg_master_administer(&self, master: &str, role: &str) {
+        if self.pg_version >= 16 {
+            self.admin_sql(&format!(
+                "GRANT {} TO {} WITH ADMIN OPTION, INHERIT FALSE, SET FALSE",
+                quote_ident(role),
+                quote_ident(master)
+            ))
+            .await;
+        }
+    }
+
     /// Holds a lock on `role` until the returned session rolls back or ends: an uncommitted
     /// change to the role, which an `ALTER ROLE` in another session has to wait for.
     pub async fn hold_lock_on_role(&self, role: &str) -> PgConnection {

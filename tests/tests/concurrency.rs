@@ -127,37 +127,13 @@ async fn mariadb_single_user_converges() {
     single_user(Db::Mysql).await;
 }
 
-/// A master role that may create roles and its secret (as in tests/postgres_alternating.rs):
-/// (ARN, name).
-async fn create_master(env: &TestEnv) -> (String, String) {
-    let name = unique("master");
-    let password = format!("master-{}", uuid::Uuid::new_v4().simple());
-    env.admin_sql(&format!("CREATE ROLE {} LOGIN CREATEROLE PASSWORD '{password}'", quote_ident(&name))).await;
-    let arn =
-        create_secret(&env.secrets_client(), &unique("pg/master"), &json!({"username": name, "password": password}))
-            .await;
-    (arn, name)
-}
-
-/// The grant a `CREATEROLE` master needs on PostgreSQL 16 and later for a role it did not create.
-async fn let_master_administer(env: &TestEnv, master: &str, main: &str) {
-    if env.pg_version >= 16 {
-        env.admin_sql(&format!(
-            "GRANT {} TO {} WITH ADMIN OPTION, INHERIT FALSE, SET FALSE",
-            quote_ident(main),
-            quote_ident(master)
-        ))
-        .await;
-    }
-}
-
 #[tokio::test]
 async fn postgres_alternating_users_converge() {
     let env = TestEnv::from_env();
     let main = unique("alt");
-    let (master_arn, master) = create_master(&env).await;
+    let (master_arn, master) = env.create_pg_master().await;
     let f = Fixture::with_master(Db::Postgres, &main, &master_arn, json!({})).await;
-    let_master_administer(&env, &master, &main).await;
+    env.let_pg_master_administer(&master, &main).await;
     let clone = format!("{main}_clone");
     let processes = start_processes(&f.env, Db::Postgres.function()).await;
     let mut counts = Counts::default();

@@ -492,29 +492,6 @@ async fn postgres_every_kill_leaves_a_stored_password_and_a_fresh_process_comple
     assert!(other.is_empty(), "kill sweep: failures that are not Retryable.*: {other:?}");
 }
 
-/// A master role that may create roles and its secret (as in tests/concurrency.rs): (ARN, name).
-async fn create_master(env: &TestEnv) -> (String, String) {
-    let name = unique("master");
-    let password = format!("master-{}", uuid::Uuid::new_v4().simple());
-    env.admin_sql(&format!("CREATE ROLE {} LOGIN CREATEROLE PASSWORD '{password}'", quote_ident(&name))).await;
-    let arn =
-        create_secret(&env.secrets_client(), &unique("pg/master"), &json!({"username": name, "password": password}))
-            .await;
-    (arn, name)
-}
-
-/// The grant a `CREATEROLE` master needs on PostgreSQL 16 and later for a role it did not create.
-async fn let_master_administer(env: &TestEnv, master: &str, main: &str) {
-    if env.pg_version >= 16 {
-        env.admin_sql(&format!(
-            "GRANT {} TO {} WITH ADMIN OPTION, INHERIT FALSE, SET FALSE",
-            quote_ident(main),
-            quote_ident(master)
-        ))
-        .await;
-    }
-}
-
 /// The (username, password) of the version with `label`, if it has them.
 async fn stored_credentials(f: &Fixture, label: &str) -> Option<(String, String)> {
     let out = f.client.get_secret_value().secret_id(&f.secret).version_stage(label).send().await.ok()?;
@@ -530,9 +507,9 @@ async fn cut_alternating_after_write(env: &TestEnv, k: usize) -> CutOutcome {
     let mut proxy = CuttingProxy::start(([127, 0, 0, 1], env.pg_port).into(), k).await;
     let main = unique("alt");
     let clone = format!("{main}_clone");
-    let (master_arn, master) = create_master(env).await;
+    let (master_arn, master) = env.create_pg_master().await;
     let f = Fixture::with_master(Db::Postgres, &main, &master_arn, json!({ "port": proxy.port })).await;
-    let_master_administer(env, &master, &main).await;
+    env.let_pg_master_administer(&master, &main).await;
     let token = f.start_rotation().await;
     let process = FunctionProcess::start(&f.env, Db::Postgres.function()).await;
     let mut failed = None;

@@ -6,31 +6,6 @@ use serde_json::{Value, json};
 
 const FUNCTION: &str = "postgres-rotation";
 
-/// A master role that may create roles (not a superuser), and a secret for it in the shape
-/// RDS writes for managed master secrets: only `username` and `password`. Returns the
-/// secret's ARN and the role's name.
-async fn create_master(env: &TestEnv, client: &aws_sdk_secretsmanager::Client) -> (String, String) {
-    let name = unique("master");
-    let password = format!("master-{}", uuid::Uuid::new_v4().simple());
-    env.admin_sql(&format!("CREATE ROLE {} LOGIN CREATEROLE PASSWORD '{password}'", quote_ident(&name))).await;
-    let arn = create_secret(client, &unique("pg/master"), &json!({"username": name, "password": password})).await;
-    (arn, name)
-}
-
-/// What an operator grants a `CREATEROLE` master on PostgreSQL 16 and later for a role the
-/// master did not create (a superuser made it here): `ADMIN OPTION`, without using the role's
-/// privileges. Older servers need nothing.
-async fn let_master_administer(env: &TestEnv, master: &str, role: &str) {
-    if env.pg_version >= 16 {
-        env.admin_sql(&format!(
-            "GRANT {} TO {} WITH ADMIN OPTION, INHERIT FALSE, SET FALSE",
-            quote_ident(role),
-            quote_ident(master)
-        ))
-        .await;
-    }
-}
-
 /// A main role owning a table, and its secret pointing at a master secret.
 struct Pair {
     fixture: Fixture,
@@ -50,14 +25,14 @@ impl Pair {
     /// `extra` fields override or add to the secret's JSON (`"masterarn": null` removes it).
     async fn new(main: &str, extra: Value) -> Self {
         let pair = Pair::without_admin_option(main, extra).await;
-        let_master_administer(&pair.env, &pair.master, main).await;
+        pair.env.let_pg_master_administer(&pair.master, main).await;
         pair
     }
 
     /// As [`Pair::new`], but the master holds no `ADMIN OPTION` on the main role.
     async fn without_admin_option(main: &str, extra: Value) -> Self {
         let env = TestEnv::from_env();
-        let (master_arn, master) = create_master(&env, &env.secrets_client()).await;
+        let (master_arn, master) = env.create_pg_master().await;
         let fixture = Fixture::with_master(Db::Postgres, main, &master_arn, extra).await;
         let schema = quote_ident(main);
         env.admin_sql(&format!(
@@ -207,7 +182,7 @@ async fn users_created_beforehand_only_get_new_passwords() {
              alter role {clone_q} set search_path to {main}, public; alter role {clone_q} set role to {main}"
         ))
         .await;
-    let_master_administer(&p.env, &p.master, &clone).await;
+    p.env.let_pg_master_administer(&p.master, &clone).await;
 
     p.rotate().await;
     let (user, password) = p.current().await;
@@ -241,7 +216,7 @@ async fn a_master_without_admin_option_on_postgresql_16_is_told_what_to_grant() 
     p.assert_unchanged(&stages_before).await;
     assert!(p.logs_in(&p.password).await, "the password did not change");
 
-    let_master_administer(&p.env, &p.master, &p.main).await;
+    p.env.let_pg_master_administer(&p.master, &p.main).await;
     p.fixture.rotate(&token).await.expect("with ADMIN OPTION granted, the retry succeeds");
     assert!(p.logs_in(&p.password_of(None, "AWSCURRENT").await).await);
 }
